@@ -1,0 +1,188 @@
+"""Save and load networks: this project's checkpoints and the NVlabs releases' pickles.
+
+This project's checkpoint is a `torch.save` file that loads with `weights_only=True`:
+
+    {'format': 'stylegan-networks', 'version': 1,
+     'networks': {'G': {'architecture': 'stylegan2.Generator', 'init_kwargs': {...}, 'state_dict': {...}},
+                  'D': {...}, 'G_ema': {...}},
+     'augment_p': 0.25 or None, 'training_set_kwargs': {...} or None}
+
+A network is rebuilt by calling the class that `architecture` names in
+`stylegan.networks.ARCHITECTURES` (a fixed table, never an import of a name read from the file)
+with its `init_kwargs`, then loading its `state_dict`.
+"""
+import inspect
+import os
+import tempfile
+import zipfile
+
+import torch
+
+from stylegan import networks
+from stylegan.legacy import NetworkFileError, ReleaseObject, read_release_pickle
+
+CHECKPOINT_FORMAT = 'stylegan-networks'
+CHECKPOINT_VERSION = 1
+NETWORK_KEYS = ('G', 'D', 'G_ema')
+
+
+def load_network(path, device='cpu'):
+    """Load `G`, `D`, `G_ema` (those present), `augment_p` and `training_set_kwargs` from a checkpoint
+    of this project or a StyleGAN2-ADA/StyleGAN3 release pickle, as this project's modules in eval
+    mode with gradients off. Raises `NetworkFileError` with one sentence for any bad file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise NetworkFileError(f"network file '{path}' does not exist or is not a file")
+    if zipfile.is_zipfile(path):
+        result = _load_checkpoint(path)
+    else:
+        result = _load_release_pickle(path)
+    for key in NETWORK_KEYS:
+        if key in result:
+            result[key] = result[key].to(device).eval().requires_grad_(False)
+    return result
+
+
+def save_network(path, G=None, D=None, G_ema=None, augment_p=None, training_set_kwargs=None):
+    """Write the given networks as a checkpoint of this project, atomically: a crash mid-write
+    leaves any previous file at `path` intact."""
+    modules = {'G': G, 'D': D, 'G_ema': G_ema}
+    payload = {
+        'format': CHECKPOINT_FORMAT,
+        'version': CHECKPOINT_VERSION,
+        'networks': {key: network_record(module) for key, module in modules.items() if module is not None},
+        'augment_p': None if augment_p is None else float(augment_p),
+        'training_set_kwargs': None if training_set_kwargs is None else dict(training_set_kwargs),
+    }
+    atomic_torch_save(payload, path)
+
+
+def network_record(module):
+    """The checkpoint entry of one network: its architecture name, constructor kwargs and weights."""
+    return {
+        'architecture': networks.architecture_name(module),
+        'init_kwargs': dict(module.init_kwargs),
+        'state_dict': {k: v.detach().cpu() for k, v in module.state_dict().items()},
+    }
+
+
+def build_network(record, what):
+    """Rebuild a network from `network_record`'s dict; `what` names it in error messages."""
+    architecture = record.get('architecture') if isinstance(record, dict) else None
+    if architecture not in networks.ARCHITECTURES:
+        raise NetworkFileError(
+            f"{what} has architecture {architecture!r}; this project builds {sorted(networks.ARCHITECTURES)}")
+    module = _construct(networks.ARCHITECTURES[architecture], record.get('init_kwargs') or {}, what)
+    load_state_strictly(module, record.get('state_dict') or {}, what)
+    return module
+
+
+def atomic_torch_save(obj, path):
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def load_state_strictly(module, state_dict, what):
+    """`module.load_state_dict(strict=True)`, with shape and key mismatches told in one sentence."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}' for k, v in expected.items()
+                  if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    if missing or unexpected or mismatched:
+        problems = []
+        for label, items in (('missing', missing), ('unexpected', unexpected), ('wrong shape (file vs built)', mismatched)):
+            if items:
+                problems.append(f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}")
+        raise NetworkFileError(
+            f"{what}'s weights do not fit a {type(module).__name__} built from its own arguments "
+            f"({'; '.join(problems)}), so the file holds another architecture or is damaged")
+    with torch.no_grad():
+        module.load_state_dict(state_dict, strict=True)
+
+
+def _construct(cls, kwargs, what):
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError, AssertionError) as error:
+        raise NetworkFileError(
+            f"{what} cannot be built as {cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__} "
+            f"from its arguments {kwargs} ({type(error).__name__}: {error})") from None
+
+
+def _load_checkpoint(path):
+    try:
+        payload = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:  # a damaged zip or a torch.save file holding non-allowlisted objects
+        raise NetworkFileError(
+            f"'{path}' is a torch.save file that cannot be read safely ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); expected a checkpoint written by this project") from None
+    if not isinstance(payload, dict) or payload.get('format') != CHECKPOINT_FORMAT:
+        raise NetworkFileError(
+            f"'{path}' is a torch.save file but not a checkpoint of this project (no format "
+            f"'{CHECKPOINT_FORMAT}'); pass a checkpoint written by stylegan.save_network or a release pickle")
+    if payload.get('version') != CHECKPOINT_VERSION:
+        raise NetworkFileError(
+            f"'{path}' is checkpoint version {payload.get('version')!r}; this project reads version {CHECKPOINT_VERSION}")
+    result = {key: build_network(record, f"{key} in '{path}'")
+              for key, record in (payload.get('networks') or {}).items() if key in NETWORK_KEYS}
+    result['augment_p'] = payload.get('augment_p')
+    result['training_set_kwargs'] = payload.get('training_set_kwargs')
+    return result
+
+
+def _load_release_pickle(path):
+    data = read_release_pickle(path)
+    result = {}
+    for key in NETWORK_KEYS:
+        if isinstance(data.get(key), ReleaseObject):
+            result[key] = _build_release_network(data[key], f"{key} in '{path}'")
+    augment_pipe = data.get('augment_pipe')
+    result['augment_p'] = None
+    if isinstance(augment_pipe, ReleaseObject) and 'p' in augment_pipe.state_dict():
+        result['augment_p'] = float(augment_pipe.state_dict()['p'])
+    training_set_kwargs = data.get('training_set_kwargs')
+    result['training_set_kwargs'] = dict(training_set_kwargs) if isinstance(training_set_kwargs, dict) else None
+    return result
+
+
+def _build_release_network(record, what):
+    """Map a release persistence record to this project's class by class name and structure."""
+    if record.class_name == 'Generator':
+        synthesis = record.submodules.get('synthesis')
+        is_stylegan3 = isinstance(synthesis, ReleaseObject) and 'input' in synthesis.submodules
+        cls = networks.ARCHITECTURES['stylegan3.Generator' if is_stylegan3 else 'stylegan2.Generator']
+    elif record.class_name == 'Discriminator':
+        cls = networks.ARCHITECTURES['stylegan2.Discriminator']
+    else:
+        raise NetworkFileError(
+            f"{what} is a release '{record.class_name}', which this project does not import; "
+            f"it imports the releases' Generator and Discriminator")
+    kwargs = _release_kwargs(cls, record)
+    module = _construct(cls, kwargs, what)
+    load_state_strictly(module, record.state_dict(), what)
+    return module
+
+
+def _release_kwargs(cls, record):
+    """The release's constructor arguments as keyword arguments of this project's class."""
+    kwargs = dict(record.init_kwargs)
+    if record.init_args:  # positional arguments, in the order of the (release-compatible) signature
+        names = [p for p in inspect.signature(cls).parameters if p not in kwargs]
+        kwargs.update(zip(names, record.init_args))
+    # The StyleGAN2-ADA release passes the synthesis arguments as one dict; StyleGAN3's as **kwargs.
+    synthesis_kwargs = kwargs.pop('synthesis_kwargs', None) or {}
+    kwargs.update(synthesis_kwargs)
+    return kwargs
