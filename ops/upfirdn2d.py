@@ -1,0 +1,196 @@
+"""Upsample, pad, FIR-filter and downsample a batch of images: the resampling primitive of
+StyleGAN2/StyleGAN3 (`torch_utils.ops.upfirdn2d` of the releases, same arguments and numbers).
+
+`upfirdn2d` performs, per channel, as `scipy.signal.upfirdn` does in 1-D:
+  1. upsample by inserting `up - 1` zeros after each pixel,
+  2. pad with zeros (negative padding crops),
+  3. convolve with the FIR filter `f`, keeping only outputs whose footprint lies inside,
+  4. downsample by keeping every `down`-th pixel.
+`filter2d`, `upsample2d` and `downsample2d` choose the padding that keeps the image centred.
+"""
+
+import numbers
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .dispatch import resolve_impl
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _parse_scaling(scaling, name='scaling'):
+    """int or (x, y) -> (sx, sy), each >= 1."""
+    if _is_int(scaling):
+        scaling = [scaling, scaling]
+    if not (isinstance(scaling, (list, tuple)) and len(scaling) == 2 and all(_is_int(s) and s >= 1 for s in scaling)):
+        raise ValueError(f"{name} must be a positive int or a pair (x, y) of positive ints, got {scaling!r}.")
+    return int(scaling[0]), int(scaling[1])
+
+
+def _parse_padding(padding):
+    """int, (x, y) or (x0, x1, y0, y1) -> (x0, x1, y0, y1); negative values crop."""
+    if _is_int(padding):
+        padding = [padding, padding]
+    if not (isinstance(padding, (list, tuple)) and len(padding) in (2, 4) and all(_is_int(p) for p in padding)):
+        raise ValueError(f"padding must be an int, a pair (x, y) or a 4-tuple (x0, x1, y0, y1) of ints, got {padding!r}.")
+    if len(padding) == 2:
+        padding = [padding[0], padding[0], padding[1], padding[1]]
+    return tuple(int(p) for p in padding)
+
+
+def _get_filter_size(f):
+    """Filter (or None) -> (width, height); a 1-D filter is separable, so both are its length."""
+    if f is None:
+        return 1, 1
+    if not (isinstance(f, torch.Tensor) and f.ndim in (1, 2) and f.numel() > 0):
+        raise ValueError(f"filter must be None or a non-empty 1-D or 2-D tensor, got {getattr(f, 'shape', type(f).__name__)}.")
+    return int(f.shape[-1]), int(f.shape[0])
+
+
+def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=False, gain=1, separable=None):
+    """Turn a list/array/tensor of taps into the float32 filter tensor that `upfirdn2d` takes.
+
+    Args:
+        f:           Taps of shape [fh, fw] (full), [taps] (separable), [] (impulse), or None (identity).
+        device:      Device of the result.
+        normalize:   Divide by the sum so that a constant (DC) signal keeps its magnitude.
+        flip_filter: Flip the taps.
+        gain:        Overall signal gain, spread evenly over the filter's axes.
+        separable:   Keep a 1-D filter separable? None = only when it has at least 8 taps
+                     (shorter ones are faster as a full 2-D filter, the outer product).
+
+    Returns a float32 tensor of shape [fh, fw] or [taps].
+    """
+    if f is None:
+        f = 1
+    f = torch.as_tensor(f, dtype=torch.float32)
+    if f.ndim not in (0, 1, 2) or f.numel() == 0:
+        raise ValueError(f"filter taps must be a scalar, a 1-D or a 2-D array with at least one tap, got shape {list(f.shape)}.")
+    if f.ndim == 0:
+        f = f.reshape([1])
+    if separable is None:
+        separable = (f.ndim == 1 and f.numel() >= 8)
+    if f.ndim == 1 and not separable:
+        f = torch.outer(f, f)  # [taps] -> [taps, taps]
+    if f.ndim != (1 if separable else 2):
+        raise ValueError(f"a 2-D filter of shape {list(f.shape)} cannot be made separable.")
+    if normalize:
+        f = f / f.sum()  # out of place: torch.as_tensor may share memory with the caller's array
+    if flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    f = f * (gain ** (f.ndim / 2))
+    return f.to(device=device)
+
+
+def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cuda'):
+    """Upsample (zero insertion), pad, convolve with `f`, downsample (keep every N-th pixel).
+
+    Args:
+        x:           [N, C, H, W] tensor (float16, bfloat16, float32 or float64).
+        f:           Filter from `setup_filter`: [fh, fw] (full), [taps] (separable, applied
+                     along x then y), or None (identity).
+        up, down:    Integer factors, or pairs (x, y).
+        padding:     Padding of the upsampled image: int, (x, y) or (x0, x1, y0, y1).
+        flip_filter: False = true convolution, True = correlation.
+        gain:        Signal gain; the filter is scaled by gain ** (f.ndim / 2) per pass.
+        impl:        'cuda' (default) or 'ref'.
+
+    Returns [N, C, (H * up + pad - fh + 1) // down (rounded up), same for W].
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"upfirdn2d expects x to be a torch.Tensor, got {type(x).__name__}.")
+    resolve_impl(impl)
+    return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+
+
+def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
+    """The reference path: reshape/pad for zero insertion, depthwise conv2d, strided slicing."""
+    if x.ndim != 4:
+        raise ValueError(f"upfirdn2d expects x of shape [N, C, H, W], got {list(x.shape)}.")
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    fw, fh = _get_filter_size(f)
+    upx, upy = _parse_scaling(up, 'up')
+    downx, downy = _parse_scaling(down, 'down')
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    batch_size, num_channels, in_height, in_width = x.shape
+    padded_w = in_width * upx + padx0 + padx1
+    padded_h = in_height * upy + pady0 + pady1
+    if padded_w < fw or padded_h < fh:
+        raise ValueError(f"the upsampled and padded image ({padded_h}x{padded_w}) is smaller than the filter ({fh}x{fw}).")
+
+    # Zero insertion: [N, C, H, 1, W, 1] -> pad -> [N, C, H*upy, W*upx].
+    x = x.reshape([batch_size, num_channels, in_height, 1, in_width, 1])
+    x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
+    x = x.reshape([batch_size, num_channels, in_height * upy, in_width * upx])
+
+    # Pad the positive sides, then crop the negative ones.
+    x = F.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
+    x = x[:, :, max(-pady0, 0): x.shape[2] - max(-pady1, 0), max(-padx0, 0): x.shape[3] - max(-padx1, 0)]
+
+    # conv2d computes correlation, so the taps are flipped to get a true convolution.
+    # Gain is applied before the cast, in the filter's dtype, as the release does.
+    f = f * (gain ** (f.ndim / 2))
+    f = f.to(device=x.device, dtype=x.dtype)
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+
+    # Depthwise convolution: one copy of the filter per channel, groups=C.
+    f = f[np.newaxis, np.newaxis].expand([num_channels, 1] + list(f.shape))
+    if f.ndim == 4:
+        x = F.conv2d(x, f, groups=num_channels)  # [C, 1, fh, fw]
+    else:
+        x = F.conv2d(x, f.unsqueeze(2), groups=num_channels)  # along x: [C, 1, 1, taps]
+        x = F.conv2d(x, f.unsqueeze(3), groups=num_channels)  # along y: [C, 1, taps, 1]
+
+    return x[:, :, ::downy, ::downx]
+
+
+def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl='cuda'):
+    """Filter each channel with `f`; by default the output has the input's size.
+
+    `padding` is applied on top of the size-preserving padding (negative values crop).
+    """
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    p = [padx0 + fw // 2, padx1 + (fw - 1) // 2, pady0 + fh // 2, pady1 + (fh - 1) // 2]
+    return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
+
+
+def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl='cuda'):
+    """Upsample by `up` with the interpolation filter `f`: [N, C, H, W] -> [N, C, H*up, W*up].
+
+    The gain is multiplied by upx * upy because zero insertion leaves 1 / (upx * upy) of the
+    signal's mean. `padding` is relative to the output (negative values crop).
+    """
+    upx, upy = _parse_scaling(up, 'up')
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    p = [
+        padx0 + (fw + upx - 1) // 2,
+        padx1 + (fw - upx) // 2,
+        pady0 + (fh + upy - 1) // 2,
+        pady1 + (fh - upy) // 2,
+    ]
+    return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
+
+
+def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl='cuda'):
+    """Downsample by `down` after the anti-aliasing filter `f`: [N, C, H, W] -> [N, C, H/down, W/down].
+
+    `padding` is relative to the input (negative values crop).
+    """
+    downx, downy = _parse_scaling(down, 'down')
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    p = [
+        padx0 + (fw - downx + 1) // 2,
+        padx1 + (fw - downx) // 2,
+        pady0 + (fh - downy + 1) // 2,
+        pady1 + (fh - downy) // 2,
+    ]
+    return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
