@@ -524,6 +524,12 @@ class SynthesisNetwork(torch.nn.Module):
 
 @keeps_init_kwargs
 class Generator(torch.nn.Module):
+    """`mapping` (z, c -> ws) followed by `synthesis` (ws -> image). StyleGAN3's generator is this
+    class with its own two networks (see `stylegan3.Generator`)."""
+
+    mapping_class = MappingNetwork
+    synthesis_class = SynthesisNetwork
+
     def __init__(self,
         z_dim,                  # Latent z dimensionality.
         c_dim,                  # Label c dimensionality; 0 = unconditional.
@@ -539,11 +545,11 @@ class Generator(torch.nn.Module):
         self.w_dim = w_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution,
-                                          img_channels=img_channels, **synthesis_kwargs)
+        self.synthesis = self.synthesis_class(w_dim=w_dim, img_resolution=img_resolution,
+                                              img_channels=img_channels, **synthesis_kwargs)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
-                                      **(mapping_kwargs or {}))
+        self.mapping = self.mapping_class(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
+                                          **(mapping_kwargs or {}))
 
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
         # z: [N, z_dim], c: [N, c_dim] -> img: [N, img_channels, img_resolution, img_resolution]

@@ -21,6 +21,7 @@ import scipy.special
 import torch
 
 from ops.filtered_lrelu import filtered_lrelu
+from stylegan.networks import stylegan2
 from stylegan.networks.stylegan2 import (NOISE_MODES, Discriminator, FullyConnectedLayer, assert_shape,
     keeps_init_kwargs, normalize_2nd_moment)
 
@@ -514,34 +515,9 @@ class SynthesisNetwork(torch.nn.Module):
                 f"num_fp16_res={self.num_fp16_res}")
 
 
-@keeps_init_kwargs
-class Generator(torch.nn.Module):
-    """StyleGAN3 generator: `mapping` (z, c -> ws) followed by `synthesis` (ws -> image)."""
+class Generator(stylegan2.Generator):
+    """StyleGAN3 generator: the StyleGAN2 composition (same constructor arguments and forward) with
+    StyleGAN3's mapping and synthesis networks; `synthesis_kwargs` reach `SynthesisNetwork`."""
 
-    def __init__(self,
-        z_dim,                  # Input latent (Z) dimensionality.
-        c_dim,                  # Conditioning label (C) dimensionality, 0 = no labels.
-        w_dim,                  # Intermediate latent (W) dimensionality.
-        img_resolution,         # Output resolution.
-        img_channels,           # Number of output color channels.
-        mapping_kwargs={},      # Arguments for MappingNetwork (read only, never mutated).
-        **synthesis_kwargs,     # Arguments for SynthesisNetwork and SynthesisLayer.
-    ):
-        super().__init__()
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution,
-            img_channels=img_channels, **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
-            **mapping_kwargs)
-
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False,
-                **synthesis_kwargs):
-        """z: [N, z_dim], c: [N, c_dim] -> image [N, img_channels, img_resolution, img_resolution]."""
-        ws = self.mapping(z, c, truncation_psi=truncation_psi,
-                          truncation_cutoff=truncation_cutoff, update_emas=update_emas)
-        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
+    mapping_class = MappingNetwork
+    synthesis_class = SynthesisNetwork
