@@ -22,8 +22,9 @@ import torch
 
 from ops.filtered_lrelu import filtered_lrelu
 from stylegan.networks import stylegan2
-from stylegan.networks.stylegan2 import (NOISE_MODES, Discriminator, FullyConnectedLayer, assert_shape,
-    keeps_init_kwargs, normalize_2nd_moment)
+from stylegan.networks.layers import (NOISE_MODES, FullyConnectedLayer, assert_shape, keeps_init_kwargs,
+                                      normalize_2nd_moment)
+from stylegan.networks.stylegan2 import Discriminator
 
 __all__ = [
     "modulated_conv2d",
