@@ -13,12 +13,12 @@ with its `init_kwargs`, then loading its `state_dict`.
 """
 import inspect
 import os
-import tempfile
 import zipfile
 
 import torch
 
 from stylegan import networks
+from stylegan.files import atomic_write
 from stylegan.legacy import NetworkFileError, ReleaseObject, read_release_pickle
 
 CHECKPOINT_FORMAT = 'stylegan-networks'
@@ -79,19 +79,7 @@ def build_network(record, what):
 
 def atomic_torch_save(obj, path):
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    atomic_write(path, lambda file: torch.save(obj, file))
 
 
 def load_state_strictly(module, state_dict, what):
