@@ -12,6 +12,7 @@ Names follow the releases; the sample count in a name may be any number, with `k
 | `is{N}` | `is{N}_mean`, `is{N}_std` | Inception Score, 10 splits |
 | `ppl2_wend`, `ppl_zfull`, `ppl_wfull`, `ppl_zend`, `ppl_wend` | same | PPL, 50k paths (see metrics/ppl.py) |
 | `eqt{N}_int`, `eqt{N}_frac`, `eqr{N}` | same | EQ-T, EQ-T_frac, EQ-R in dB (StyleGAN3 only) |
+| `swd{N}` | same, and `swd{N}_{res}` per level | sliced Wasserstein distance x1e3 (Progressive GAN); needs no weights |
 """
 import dataclasses
 import json
@@ -27,6 +28,7 @@ from metrics.equivariance import compute_equivariance_metrics
 from metrics.feature_metrics import compute_fid, compute_is, compute_kid, compute_pr
 from metrics.features import MetricOptions
 from metrics.ppl import compute_ppl
+from metrics.swd import compute_swd
 from stylegan.monitor import format_duration
 
 RELEASE_METRICS = ('fid50k_full', 'kid50k_full', 'pr50k3_full', 'ppl2_wend', 'eqt50k_int', 'eqt50k_frac', 'eqr50k',
@@ -64,6 +66,9 @@ def _definition_of(name, kind, count, full):
             precision, recall = compute_pr(o, max_real=200000 if full else count, num_gen=count, nhood_size=3,
                                            row_batch_size=10000)
             return {f'{name}_precision': precision, f'{name}_recall': recall}
+    elif kind == 'swd':
+        compute = lambda o: compute_swd(o, name, count)
+        overrides = DATASET_FULL
     elif kind == 'is':
         overrides = DATASET_FULL
 
@@ -87,6 +92,7 @@ _PATTERNS = [
     (re.compile(rf'eqt{_COUNT}_int'), 'eqt_int'),
     (re.compile(rf'eqt{_COUNT}_frac'), 'eqt_frac'),
     (re.compile(rf'eqr{_COUNT}'), 'eqr'),
+    (re.compile(rf'swd{_COUNT}'), 'swd'),
 ]
 _PPL = {  # name -> (space, sampling, crop), 50k paths of epsilon 1e-4 in pairs
     'ppl_zfull': ('z', 'full', True), 'ppl_wfull': ('w', 'full', True), 'ppl_zend': ('z', 'end', True),
@@ -107,7 +113,7 @@ def metric_definition(name):
             full = bool(match.groupdict().get('full'))
             return _definition_of(name, kind, _count(match['count']), full)
     raise UnknownMetricError(f"unknown metric '{name}'; accepted are {', '.join(RELEASE_METRICS)}, or these with "
-                             f"another sample count (e.g. fid10k_full, kid1k_full, eqt10k_int)")
+                             f"another sample count (e.g. fid10k_full, kid1k_full, eqt10k_int), or swd{{N}} (e.g. swd1k, no weights needed)")
 
 
 def is_valid_metric(name):
