@@ -1,0 +1,155 @@
+"""Training snapshots: a network checkpoint of this project plus everything an exact resume needs.
+
+A snapshot `network-snapshot-<kimg:06d>.pt` is the checkpoint that `stylegan.save_network` writes
+(so `stylegan.load_network` reads its networks) with one more top-level key:
+
+    'training_state': {
+        'version': 1,
+        'cur_nimg': int, 'cur_tick': int, 'batch_idx': int,
+        'G_opt': Adam state_dict, 'D_opt': Adam state_dict,
+        'ada': AdaptiveAugment state_dict or None, 'loss': loss state (path-length mean) or {},
+        'nonfinite': {...} counters of skipped steps,
+        'rng': {'latents': uint8 tensor, 'ranks': [per-rank RNG states]},
+        'options': TrainOptions as a dict, 'config': TrainingConfig as a dict,
+    }
+
+It loads with `torch.load(weights_only=True)`: only tensors, numbers, strings, lists and dicts
+(random number generator states are stored as tensors). It is written atomically (temporary file,
+fsync, rename), so a run killed while saving leaves the previous snapshot whole.
+"""
+import os
+import random
+import re
+import zipfile
+
+import numpy as np
+import torch
+
+from stylegan.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, network_record)
+from stylegan.legacy import NetworkFileError
+
+TRAINING_STATE_VERSION = 1
+SNAPSHOT_PATTERN = re.compile(r'^network-snapshot-(\d+)\.pt$')
+RUN_DIR_PATTERN = re.compile(r'^(\d+)-')
+
+
+def snapshot_name(cur_nimg):
+    return f'network-snapshot-{cur_nimg // 1000:06d}.pt'
+
+
+# --- random number generator states as tensors ------------------------------------------------------
+
+def capture_rng_state(device):
+    """This process's torch (CPU and, on CUDA, the device's), numpy and Python RNG states."""
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state = {
+        'torch': torch.get_rng_state(),
+        'numpy_keys': torch.from_numpy(np_keys.astype(np.int64)),
+        'numpy_pos': torch.tensor([np_pos, np_has_gauss], dtype=torch.int64),
+        'numpy_gauss': torch.tensor(np_gauss, dtype=torch.float64),
+        'python_internal': torch.tensor(py_internal, dtype=torch.int64),
+        'python_version': int(py_version),
+        'python_gauss': py_gauss,
+    }
+    if torch.device(device).type == 'cuda':
+        state['cuda'] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state, device):
+    torch.set_rng_state(state['torch'])
+    pos, has_gauss = (int(x) for x in state['numpy_pos'])
+    np.random.set_state(('MT19937', state['numpy_keys'].numpy().astype(np.uint32), pos, has_gauss,
+                         float(state['numpy_gauss'])))
+    random.setstate((state['python_version'], tuple(int(x) for x in state['python_internal']), state['python_gauss']))
+    if torch.device(device).type == 'cuda' and 'cuda' in state:
+        torch.cuda.set_rng_state(state['cuda'], device)
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+def save_training_snapshot(path, G, D, G_ema, training_state, augment_p=None, training_set_kwargs=None):
+    """Write a snapshot atomically. Refuses (ValueError) to write networks holding NaN or Inf, so a
+    snapshot on disk is always one a run can continue from."""
+    modules = {'G': G, 'D': D, 'G_ema': G_ema}
+    for key, module in modules.items():
+        bad = [name for name, tensor in module.state_dict().items()
+               if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+        if bad:
+            raise ValueError(f"{key} holds non-finite values in {bad[0]}; the snapshot '{path}' was not written.")
+    payload = {
+        'format': CHECKPOINT_FORMAT,
+        'version': CHECKPOINT_VERSION,
+        'networks': {key: network_record(module) for key, module in modules.items()},
+        'augment_p': None if augment_p is None else float(augment_p),
+        'training_set_kwargs': None if training_set_kwargs is None else dict(training_set_kwargs),
+        'training_state': dict(training_state, version=TRAINING_STATE_VERSION),
+    }
+    atomic_torch_save(payload, path)
+
+
+def prune_snapshots(run_dir, keep):
+    """Delete all but the `keep` newest network snapshots in `run_dir` (keep=0: delete none)."""
+    if keep <= 0:
+        return []
+    snapshots = sorted(_snapshots_in(run_dir))
+    doomed = [path for _kimg, path in snapshots[:-keep]]
+    for path in doomed:
+        os.remove(path)
+    return doomed
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+def read_checkpoint_payload(path):
+    """The raw dict of a checkpoint/snapshot of this project (weights_only), or None when `path` is
+    not a torch.save zip (a release pickle). Raises NetworkFileError for a damaged file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise NetworkFileError(f"--resume file '{path}' does not exist or is not a file.")
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        payload = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:
+        raise NetworkFileError(f"'{path}' cannot be read as a checkpoint of this project "
+                               f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).") from None
+    if not isinstance(payload, dict) or payload.get('format') != CHECKPOINT_FORMAT:
+        raise NetworkFileError(f"'{path}' is a torch.save file but not a checkpoint of this project.")
+    return payload
+
+
+def training_state_of(payload):
+    """The training state of a snapshot payload, or None for a bare network checkpoint."""
+    state = payload.get('training_state') if isinstance(payload, dict) else None
+    if state is None:
+        return None
+    if state.get('version') != TRAINING_STATE_VERSION:
+        raise NetworkFileError(f"snapshot training state version {state.get('version')!r} is not "
+                               f"{TRAINING_STATE_VERSION}, the version this project continues from.")
+    return state
+
+
+def find_latest_snapshot(outdir):
+    """The newest snapshot under `outdir`: highest run number, then highest kimg. None if there is none.
+    Temporary files of interrupted writes (`*.tmp`) are never candidates."""
+    if not os.path.isdir(outdir):
+        return None
+    candidates = []
+    for entry in os.listdir(outdir):
+        match = RUN_DIR_PATTERN.match(entry)
+        run_dir = os.path.join(outdir, entry)
+        if match and os.path.isdir(run_dir):
+            candidates += [((int(match.group(1)), kimg), path) for kimg, path in _snapshots_in(run_dir)]
+    return max(candidates)[1] if candidates else None
+
+
+def _snapshots_in(run_dir):
+    """[(kimg, path)] of the network snapshots in one run folder."""
+    found = []
+    for name in os.listdir(run_dir):
+        match = SNAPSHOT_PATTERN.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(run_dir, name)))
+    return found
