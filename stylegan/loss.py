@@ -152,7 +152,7 @@ class StyleGAN2Loss:
         batch_size = gen_z.shape[0] // self.pl_batch_shrink
         gen_img, gen_ws = self.run_G(gen_z[:batch_size], gen_c[:batch_size])
         lengths = path_lengths(gen_img, gen_ws)
-        pl_mean = self.pl_mean.lerp(lengths.mean(), self.pl_decay)
+        pl_mean = self.pl_mean.lerp(lengths.mean().to(self.pl_mean.dtype), self.pl_decay)
         self.pl_mean.copy_(pl_mean.detach())
         penalty = (lengths - pl_mean).square()
         loss = penalty * self.pl_weight

@@ -73,7 +73,7 @@ class MappingNetwork(torch.nn.Module):
 
         if update_emas and self.w_avg_beta is not None:
             # w_avg <- beta * w_avg + (1 - beta) * batch mean of w
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            self.w_avg.copy_(x.detach().mean(dim=0).to(self.w_avg.dtype).lerp(self.w_avg, self.w_avg_beta))
 
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])  # [N, w_dim] -> [N, num_ws, w_dim]
@@ -84,9 +84,9 @@ class MappingNetwork(torch.nn.Module):
                 raise ValueError(f'truncation_psi={truncation_psi} needs the running mean w_avg, '
                                  'but this mapping network was built with w_avg_beta=None.')
             if self.num_ws is None or truncation_cutoff is None:
-                x = self.w_avg.lerp(x, truncation_psi)
+                x = self.w_avg.to(x.dtype).lerp(x, truncation_psi)
             else:
-                head = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+                head = self.w_avg.to(x.dtype).lerp(x[:, :truncation_cutoff], truncation_psi)
                 x = torch.cat([head, x[:, truncation_cutoff:]], dim=1)
         return x
 

@@ -132,11 +132,11 @@ class MappingNetwork(torch.nn.Module):
             x = getattr(self, f"fc{idx}")(x)
 
         if update_emas:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            self.w_avg.copy_(x.detach().mean(dim=0).to(self.w_avg.dtype).lerp(self.w_avg, self.w_avg_beta))
 
         x = x.unsqueeze(1).repeat([1, self.num_ws, 1])  # [N, w_dim] -> [N, num_ws, w_dim]
         if truncation_psi != 1:
-            x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+            x[:, :truncation_cutoff] = self.w_avg.to(x.dtype).lerp(x[:, :truncation_cutoff], truncation_psi)
         return x
 
     def extra_repr(self):
@@ -373,7 +373,7 @@ class SynthesisLayer(torch.nn.Module):
         # activations O(1) through the deep stack without any per-sample normalization.
         if update_emas:
             magnitude = x.detach().to(torch.float32).square().mean()
-            self.magnitude_ema.copy_(magnitude.lerp(self.magnitude_ema, self.magnitude_ema_beta))
+            self.magnitude_ema.copy_(magnitude.to(self.magnitude_ema.dtype).lerp(self.magnitude_ema, self.magnitude_ema_beta))
         input_gain = self.magnitude_ema.rsqrt()
 
         styles = self.affine(w)  # [N, in_channels]
