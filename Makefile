@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-all venv clean-venv
+.PHONY: test test-all demo venv clean-venv
 
 venv: $(STAMP)
 
@@ -22,5 +22,16 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q --runslow tests
 
+# Trains the tiny preset on data/fashion-mnist-32.zip on the CPU, evaluates and generates (stylegan/demo.py).
+demo: $(STAMP)
+	$(PY) -m stylegan.demo
+
 clean-venv:
 	rm -rf $(VENV)
+
+# On a machine with a GPU: build the fused CUDA ops, run the GPU tests and op benchmarks, and
+# write summary.md plus full logs to $(OUT) (default gpu-check-out). Uses .venv when present,
+# else the machine's python3 (GPU machines bring their own torch and nvcc).
+.PHONY: gpu-check
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) bench/gpu_check.py $(OUT)

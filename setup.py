@@ -1,11 +1,21 @@
 """Install the StyleGAN2/StyleGAN3 research codebase: `pip install -e .[dev]`."""
+import os
+
 from setuptools import setup
+
+# Opt-in ahead-of-time build of the fused CUDA ops (ops/*.cu), for clusters whose compute nodes have
+# no compiler: STYLEGAN_BUILD_OPS=1 pip install --no-build-isolation -e .  (needs torch and nvcc).
+extension_kwargs = {}
+if os.environ.get('STYLEGAN_BUILD_OPS') == '1':
+    from ops.build import setup_extension
+    extension_kwargs = setup_extension()
 
 setup(
     name="stylegan",
     version="0.1.0",
     description="StyleGAN2 and StyleGAN3 in PyTorch: faithful networks, ops, training and metrics",
     packages=["stylegan", "stylegan.networks", "ops", "metrics"],
+    package_data={"ops": ["*.cu", "*.cpp", "*.h"]},  # compiled on first use on a GPU
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.4",
@@ -18,4 +28,5 @@ setup(
         "tqdm",
     ],
     extras_require={"dev": ["pytest"]},
+    **extension_kwargs,
 )

@@ -1,4 +1,5 @@
-"""Primitive ops of StyleGAN2/StyleGAN3, pure-PyTorch reference implementations.
+"""Primitive ops of StyleGAN2/StyleGAN3: pure-PyTorch reference implementations, and fused
+CUDA kernels (ops/*.cu) behind the ops registered with torch.library (`torch.ops.stylegan.*`).
 
 Each submodule mirrors the module of the same name in the releases' `torch_utils.ops`, so
 `from ops import upfirdn2d; upfirdn2d.setup_filter(...)` works as it did there:
@@ -9,6 +10,8 @@ Each submodule mirrors the module of the same name in the releases' `torch_utils
   modulated_conv2d    StyleGAN2's (de)modulated convolution
   grid_sample_gradfix grid_sample with a twice-differentiable backward
   dispatch            picks the implementation behind every `impl=` argument
+  build               compiles the kernels (JIT with ninja, or from setup.py); STYLEGAN_OPS=auto|cuda|ref
+  kernels             calls the compiled kernels
 """
 
 from . import dispatch, bias_act, upfirdn2d, filtered_lrelu, conv2d_resample, modulated_conv2d, grid_sample_gradfix

@@ -7,13 +7,17 @@ StyleGAN3 release (its reference path, step for step).
 """
 
 import numbers
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import bias_act as bias_act_module
+from . import dispatch
+from . import kernels as kernels_module
 from . import upfirdn2d as upfirdn2d_module
-from .dispatch import resolve_impl
+from .upfirdn2d import adjoint_geometry, kernel_taps, output_size
 
 
 def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2,
@@ -38,9 +42,18 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"filtered_lrelu expects x to be a torch.Tensor, got {type(x).__name__}.")
-    resolve_impl(impl)
-    return _filtered_lrelu_ref(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain,
-                               slope=slope, clamp=clamp, flip_filter=flip_filter)
+    b = dispatch.bias_under_autocast(x, b)
+    if not dispatch.use_registered_op(impl, x):
+        return _filtered_lrelu_ref(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain,
+                                   slope=slope, clamp=clamp, flip_filter=flip_filter)
+    up, down, padding, gain, slope, clamp = _check_arguments(x, b, up, down, padding, gain, slope, clamp)
+    fu = upfirdn2d_module._filter_or_identity(fu, x.device)
+    fd = upfirdn2d_module._filter_or_identity(fd, x.device)
+    middle = output_size(x.shape[2:], fu, (up, up), (1, 1), padding)
+    output_size(middle, fd, (1, 1), (down, down), (0, 0, 0, 0))  # validates before tracing the op
+    y, _codes = torch.ops.stylegan.filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope,
+                                                  -1.0 if clamp is None else clamp, bool(flip_filter))
+    return y
 
 
 def _check_factor(value, name):
@@ -63,6 +76,17 @@ def _check_number(value, name, accepted, is_valid):
 def _filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2,
                         clamp=None, flip_filter=False):
     """The reference path: the composition of `bias_act` and `upfirdn2d`."""
+    up, down, padding, gain, slope, clamp = _check_arguments(x, b, up, down, padding, gain, slope, clamp)
+    x = bias_act_module.bias_act(x, b=b, impl='ref')
+    # gain=up**2 undoes the 1/up^2 drop in mean caused by zero insertion.
+    x = upfirdn2d_module.upfirdn2d(x, fu, up=up, padding=padding, gain=up ** 2, flip_filter=flip_filter, impl='ref')
+    x = bias_act_module.bias_act(x, act='lrelu', alpha=slope, gain=gain, clamp=clamp, impl='ref')
+    x = upfirdn2d_module.upfirdn2d(x, fd, down=down, flip_filter=flip_filter, impl='ref')
+    return x
+
+
+def _check_arguments(x, b, up, down, padding, gain, slope, clamp):
+    """Validated (up, down, padding, gain, slope, clamp); clamp stays None when not given."""
     if x.ndim != 4:
         raise ValueError(f"filtered_lrelu expects x of shape [N, C, H, W], got {list(x.shape)}.")
     if b is not None and not (isinstance(b, torch.Tensor) and list(b.shape) == [x.shape[1]] and b.dtype == x.dtype):
@@ -75,10 +99,165 @@ def _filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, ga
     slope = _check_number(slope, 'slope', 'a non-negative number', lambda v: v >= 0)
     if clamp is not None:
         clamp = _check_number(clamp, 'clamp', 'None or a non-negative number', lambda v: v >= 0)
+    return up, down, padding, gain, slope, clamp
 
-    x = bias_act_module.bias_act(x, b=b, impl='ref')
-    # gain=up**2 undoes the 1/up^2 drop in mean caused by zero insertion.
-    x = upfirdn2d_module.upfirdn2d(x, fu, up=up, padding=padding, gain=up ** 2, flip_filter=flip_filter, impl='ref')
-    x = bias_act_module.bias_act(x, act='lrelu', alpha=slope, gain=gain, clamp=clamp, impl='ref')
-    x = upfirdn2d_module.upfirdn2d(x, fd, down=down, flip_filter=flip_filter, impl='ref')
-    return x
+
+# ----------------------------------------------------------------------------------------------
+# The registered op `torch.ops.stylegan.filtered_lrelu`. It runs as two stages, each one
+# upfirdn2d with an epilogue (ops/upfirdn2d.cu on CUDA, the same steps in PyTorch elsewhere):
+#   stage 1  [N, C, H, W] -> [N, C, Hm, Wm]: bias, upsample by `up` with fu (gain up^2), then
+#            clamp(lrelu(v) * gain), recording per element whether v > 0 and whether it clamped;
+#   stage 2  [N, C, Hm, Wm] -> [N, C, Ho, Wo]: filter fd, downsample by `down`.
+# Given those codes the map is linear, and its gradient is the same two stages on the adjoint
+# geometry (filters swapped and flipped) with the codes as a mask: `filtered_lrelu_masked`.
+# The adjoint of that is the masked forward again, so every order of gradient is available.
+# A stage is [up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1].
+
+def _stage(up, down, padding):
+    return [*up, *down, *padding]
+
+
+def _geometry(stage):
+    return tuple(stage[0:2]), tuple(stage[2:4]), tuple(stage[4:8])
+
+
+def _adjoint_stage(stage, in_size, out_size, f):
+    return _stage(*adjoint_geometry(in_size, out_size, f, *_geometry(stage)))
+
+
+def _leaky_relu_epilogue(v, slope, gain, clamp):
+    """v -> (clamp(lrelu(v) * gain), int8 codes), in the reference's order of operations."""
+    y = F.leaky_relu(v, slope)
+    if gain != 1:
+        y = y * gain
+    codes = torch.where(v > 0, kernels_module.CODE_POSITIVE, kernels_module.CODE_NEGATIVE).to(torch.int8)
+    if clamp >= 0:
+        codes = torch.where(y.abs() > clamp, torch.full_like(codes, kernels_module.CODE_CLAMPED), codes)
+        y = y.clamp(-clamp, clamp)
+    return y, codes
+
+
+def _masked_gain(codes, gain, slope, dtype):
+    """The leaky ReLU's derivative from the codes: {0, gain, gain * slope}[code]."""
+    table = torch.tensor([0.0, gain, gain * slope], dtype=dtype, device=codes.device)
+    return table[codes.long()]
+
+
+def _two_stages(x, f1, f2, bias, codes, stage1, stage2, gain1, gain2, act_gain, slope, clamp, flip_filter):
+    """Stage 1, then the leaky ReLU epilogue (codes is None) or the masked gain, then stage 2.
+    Returns (y, codes written by the leaky ReLU epilogue or None)."""
+    kernels = kernels_module.fused_kernels_for(x)
+    if kernels is None:
+        if bias is not None:
+            x = x + bias.reshape(1, -1, 1, 1)
+        v = upfirdn2d_module._upfirdn2d_ref(x, f1, *_geometry(stage1), flip_filter=flip_filter, gain=gain1)
+        if codes is None:
+            v, codes_out = _leaky_relu_epilogue(v, slope, act_gain, clamp)
+        else:
+            v, codes_out = v * _masked_gain(codes, act_gain, slope, v.dtype), None
+        y = upfirdn2d_module._upfirdn2d_ref(v, f2, *_geometry(stage2), flip_filter=flip_filter, gain=gain2)
+        return y.contiguous(), codes_out
+
+    x = x.contiguous()
+    (up1, down1, pad1), (up2, down2, pad2) = _geometry(stage1), _geometry(stage2)
+    middle_size = output_size(x.shape[2:], f1, up1, down1, pad1)
+    # fp32 intermediate: one rounding at the end instead of one per step as in the reference.
+    middle = torch.empty([x.shape[0], x.shape[1], *middle_size], dtype=torch.float32, device=x.device)
+    codes_out = torch.empty(middle.shape, dtype=torch.int8, device=x.device) if codes is None else None
+    epilogue = kernels_module.EPILOGUE_LEAKY_RELU if codes is None else kernels_module.EPILOGUE_MASKED_GAIN
+    kernels.upfirdn2d(middle, x, kernel_taps(f1, flip_filter, gain1), up=up1, down=down1, pad_x0=pad1[0],
+                      pad_y0=pad1[2], bias=None if bias is None else bias.contiguous(),
+                      codes_in=None if codes is None else codes.contiguous(), codes_out=codes_out,
+                      epilogue=epilogue, slope=slope, gain=act_gain, clamp=clamp)
+    y = x.new_empty([x.shape[0], x.shape[1], *output_size(middle_size, f2, up2, down2, pad2)])
+    kernels.upfirdn2d(y, middle, kernel_taps(f2, flip_filter, gain2), up=up2, down=down2, pad_x0=pad2[0],
+                      pad_y0=pad2[2])
+    return y, codes_out
+
+
+def _forward_stages(up, down, padding):
+    return _stage((up, up), (1, 1), padding), _stage((1, 1), (down, down), (0, 0, 0, 0))
+
+
+@torch.library.custom_op('stylegan::filtered_lrelu', mutates_args=())
+def _filtered_lrelu_op(x: torch.Tensor, fu: torch.Tensor, fd: torch.Tensor, b: Optional[torch.Tensor], up: int,
+                       down: int, padding: Sequence[int], gain: float, slope: float, clamp: float,
+                       flip_filter: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """-> (y [N, C, Ho, Wo], int8 codes [N, C, Hm, Wm] that the backward pass reads)."""
+    stage1, stage2 = _forward_stages(up, down, padding)
+    return _two_stages(x, fu, fd, b, None, stage1, stage2, float(up ** 2), 1.0, gain, slope, clamp, flip_filter)
+
+
+@torch.library.custom_op('stylegan::filtered_lrelu_masked', mutates_args=())
+def _filtered_lrelu_masked_op(x: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor, codes: torch.Tensor,
+                              stage1: Sequence[int], stage2: Sequence[int], gain1: float, gain2: float,
+                              act_gain: float, slope: float, flip_filter: bool) -> torch.Tensor:
+    """Stage 1, times the leaky ReLU's derivative recorded in `codes`, stage 2: linear in x."""
+    y, _ = _two_stages(x, f1, f2, None, codes, stage1, stage2, gain1, gain2, act_gain, slope, -1.0, flip_filter)
+    return y
+
+
+def _two_stage_sizes(x, f1, f2, stage1, stage2):
+    middle = output_size(x.shape[2:], f1, *_geometry(stage1))
+    return middle, output_size(middle, f2, *_geometry(stage2))
+
+
+@_filtered_lrelu_op.register_fake
+def _filtered_lrelu_fake(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
+    middle, out = _two_stage_sizes(x, fu, fd, *_forward_stages(up, down, padding))
+    return x.new_empty([x.shape[0], x.shape[1], *out]), x.new_empty([x.shape[0], x.shape[1], *middle],
+                                                                    dtype=torch.int8)
+
+
+@_filtered_lrelu_masked_op.register_fake
+def _filtered_lrelu_masked_fake(x, f1, f2, codes, stage1, stage2, gain1, gain2, act_gain, slope, flip_filter):
+    _, out = _two_stage_sizes(x, f1, f2, stage1, stage2)
+    return x.new_empty([x.shape[0], x.shape[1], *out])
+
+
+def _backward_through_stages(ctx, dy):
+    """The masked op on the adjoint geometry: filters swapped, stages reversed, flip toggled."""
+    f1, f2, codes = ctx.saved_tensors
+    in_size, middle, out_size = ctx.sizes
+    stage1 = _adjoint_stage(ctx.stage2, middle, out_size, f2)
+    stage2 = _adjoint_stage(ctx.stage1, in_size, middle, f1)
+    return _filtered_lrelu_masked_op(dy, f2, f1, codes, stage1, stage2, ctx.gain2, ctx.gain1, ctx.act_gain,
+                                     ctx.slope, not ctx.flip_filter)
+
+
+def _save_stages(ctx, x, f1, f2, codes, stage1, stage2, gain1, gain2, act_gain, slope, flip_filter):
+    ctx.save_for_backward(f1, f2, codes)
+    ctx.sizes = (tuple(x.shape[2:]), *_two_stage_sizes(x, f1, f2, stage1, stage2))
+    ctx.stage1, ctx.stage2, ctx.gain1, ctx.gain2 = list(stage1), list(stage2), gain1, gain2
+    ctx.act_gain, ctx.slope, ctx.flip_filter = act_gain, slope, flip_filter
+
+
+def _filtered_lrelu_setup_context(ctx, inputs, output):
+    x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter = inputs
+    stage1, stage2 = _forward_stages(up, down, padding)
+    _save_stages(ctx, x, fu, fd, output[1], stage1, stage2, float(up ** 2), 1.0, gain, slope, flip_filter)
+    ctx.has_bias = b is not None
+
+
+def _filtered_lrelu_backward(ctx, dy, _d_codes):
+    dx = _backward_through_stages(ctx, dy)
+    db = dx.sum([0, 2, 3]) if ctx.has_bias and ctx.needs_input_grad[3] else None
+    return dx, None, None, db, None, None, None, None, None, None, None
+
+
+def _filtered_lrelu_masked_setup_context(ctx, inputs, output):
+    x, f1, f2, codes, stage1, stage2, gain1, gain2, act_gain, slope, flip_filter = inputs
+    _save_stages(ctx, x, f1, f2, codes, stage1, stage2, gain1, gain2, act_gain, slope, flip_filter)
+
+
+def _filtered_lrelu_masked_backward(ctx, dy):
+    return (_backward_through_stages(ctx, dy),) + (None,) * 10
+
+
+_filtered_lrelu_op.register_autograd(_filtered_lrelu_backward, setup_context=_filtered_lrelu_setup_context)
+_filtered_lrelu_masked_op.register_autograd(_filtered_lrelu_masked_backward,
+                                            setup_context=_filtered_lrelu_masked_setup_context)
+
+# Under autocast the op runs in the autocast dtype, as its reference (convolutions) does.
+dispatch.register_autocast('stylegan::filtered_lrelu', lambda args, dtype: (
+    dispatch.cast_floating(args[0], dtype), args[1], args[2], dispatch.cast_floating(args[3], dtype), *args[4:]))

@@ -10,12 +10,14 @@ StyleGAN2/StyleGAN3 (`torch_utils.ops.upfirdn2d` of the releases, same arguments
 """
 
 import numbers
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .dispatch import resolve_impl
+from . import dispatch
+from .kernels import fused_kernels_for
 
 
 def _is_int(value):
@@ -103,25 +105,26 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cu
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"upfirdn2d expects x to be a torch.Tensor, got {type(x).__name__}.")
-    resolve_impl(impl)
-    return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    if not dispatch.use_registered_op(impl, x):
+        return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    if x.ndim != 4:
+        raise ValueError(f"upfirdn2d expects x of shape [N, C, H, W], got {list(x.shape)}.")
+    f = _filter_or_identity(f, x.device)
+    up, down, padding = _parse_scaling(up, 'up'), _parse_scaling(down, 'down'), _parse_padding(padding)
+    output_size(x.shape[2:], f, up, down, padding)  # validates the geometry before tracing the op
+    return torch.ops.stylegan.upfirdn2d(x, f, up, down, padding, bool(flip_filter), float(gain))
 
 
 def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
     """The reference path: reshape/pad for zero insertion, depthwise conv2d, strided slicing."""
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects x of shape [N, C, H, W], got {list(x.shape)}.")
-    if f is None:
-        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
-    fw, fh = _get_filter_size(f)
+    f = _filter_or_identity(f, x.device)
     upx, upy = _parse_scaling(up, 'up')
     downx, downy = _parse_scaling(down, 'down')
     padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    output_size(x.shape[2:], f, (upx, upy), (downx, downy), (padx0, padx1, pady0, pady1))
     batch_size, num_channels, in_height, in_width = x.shape
-    padded_w = in_width * upx + padx0 + padx1
-    padded_h = in_height * upy + pady0 + pady1
-    if padded_w < fw or padded_h < fh:
-        raise ValueError(f"the upsampled and padded image ({padded_h}x{padded_w}) is smaller than the filter ({fh}x{fw}).")
 
     # Zero insertion: [N, C, H, 1, W, 1] -> pad -> [N, C, H*upy, W*upx].
     x = x.reshape([batch_size, num_channels, in_height, 1, in_width, 1])
@@ -141,13 +144,96 @@ def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
 
     # Depthwise convolution: one copy of the filter per channel, groups=C.
     f = f[np.newaxis, np.newaxis].expand([num_channels, 1] + list(f.shape))
+    # Downsampling is the convolution's stride: only the kept outputs are computed.
     if f.ndim == 4:
-        x = F.conv2d(x, f, groups=num_channels)  # [C, 1, fh, fw]
-    else:
-        x = F.conv2d(x, f.unsqueeze(2), groups=num_channels)  # along x: [C, 1, 1, taps]
-        x = F.conv2d(x, f.unsqueeze(3), groups=num_channels)  # along y: [C, 1, taps, 1]
+        return F.conv2d(x, f, stride=(downy, downx), groups=num_channels)  # [C, 1, fh, fw]
+    x = F.conv2d(x, f.unsqueeze(2), stride=(1, downx), groups=num_channels)  # along x: [C, 1, 1, taps]
+    return F.conv2d(x, f.unsqueeze(3), stride=(downy, 1), groups=num_channels)  # along y: [C, 1, taps, 1]
 
-    return x[:, :, ::downy, ::downx]
+
+def _filter_or_identity(f, device):
+    return torch.ones([1, 1], dtype=torch.float32, device=device) if f is None else f
+
+
+def output_size(in_size, f, up, down, padding):
+    """(out_h, out_w) of upfirdn2d for an input of size (h, w); rejects a filter larger than
+    the upsampled, padded image."""
+    in_h, in_w = int(in_size[0]), int(in_size[1])
+    fw, fh = _get_filter_size(f)
+    padded_w = in_w * up[0] + padding[0] + padding[1]
+    padded_h = in_h * up[1] + padding[2] + padding[3]
+    if padded_w < fw or padded_h < fh:
+        raise ValueError(f"the upsampled and padded image ({padded_h}x{padded_w}) is smaller than the filter ({fh}x{fw}).")
+    return (padded_h - fh) // down[1] + 1, (padded_w - fw) // down[0] + 1
+
+
+def adjoint_geometry(in_size, out_size, f, up, down, padding):
+    """(up, down, padding) of the upfirdn2d that maps a gradient of size `out_size` back to
+    `in_size`: the adjoint of this linear map is upfirdn2d with up and down swapped, the filter
+    flipped (flip_filter toggled) and this padding."""
+    fw, fh = _get_filter_size(f)
+    (in_h, in_w), (out_h, out_w) = in_size, out_size
+    padx0, _, pady0, _ = padding
+    adjoint_padding = (fw - padx0 - 1, in_w * up[0] - out_w * down[0] + padx0 - up[0] + 1,
+                       fh - pady0 - 1, in_h * up[1] - out_h * down[1] + pady0 - up[1] + 1)
+    return tuple(down), tuple(up), adjoint_padding
+
+
+def kernel_taps(f, flip_filter, gain):
+    """The 2-D fp32 taps the CUDA kernel correlates with: a separable filter as its outer
+    product, the gain folded in, flipped unless flip_filter (true convolution)."""
+    f = f.to(torch.float32)
+    taps = torch.outer(f, f) if f.ndim == 1 else f
+    taps = taps * gain
+    if not flip_filter:
+        taps = taps.flip([0, 1])
+    return taps.contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# The registered op `torch.ops.stylegan.upfirdn2d`: ops/upfirdn2d.cu on CUDA tensors of
+# fp32/fp16/bf16, the reference elsewhere. Its gradient is itself on the adjoint geometry, so
+# it is differentiable to any order.
+
+@torch.library.custom_op('stylegan::upfirdn2d', mutates_args=())
+def _upfirdn2d_op(x: torch.Tensor, f: torch.Tensor, up: Sequence[int], down: Sequence[int],
+                  padding: Sequence[int], flip_filter: bool, gain: float) -> torch.Tensor:
+    kernels = fused_kernels_for(x)
+    if kernels is None:
+        y = _upfirdn2d_ref(x, f, up=tuple(up), down=tuple(down), padding=tuple(padding), flip_filter=flip_filter,
+                           gain=gain)
+        return dispatch.fresh_output(y.contiguous(), x)
+    x = x.contiguous()
+    out = x.new_empty([x.shape[0], x.shape[1], *output_size(x.shape[2:], f, up, down, padding)])
+    kernels.upfirdn2d(out, x, kernel_taps(f, flip_filter, gain), up=up, down=down, pad_x0=padding[0],
+                      pad_y0=padding[2])
+    return out
+
+
+@_upfirdn2d_op.register_fake
+def _upfirdn2d_fake(x, f, up, down, padding, flip_filter, gain):
+    return x.new_empty([x.shape[0], x.shape[1], *output_size(x.shape[2:], f, up, down, padding)])
+
+
+def _upfirdn2d_setup_context(ctx, inputs, output):
+    x, f, up, down, padding, flip_filter, gain = inputs
+    ctx.save_for_backward(f)
+    ctx.geometry = adjoint_geometry(x.shape[2:], output.shape[2:], f, up, down, padding)
+    ctx.flip_filter, ctx.gain = flip_filter, gain
+
+
+def _upfirdn2d_backward(ctx, dy):
+    f, = ctx.saved_tensors
+    up, down, padding = ctx.geometry
+    dx = _upfirdn2d_op(dy, f, up, down, padding, not ctx.flip_filter, ctx.gain) if ctx.needs_input_grad[0] else None
+    return dx, None, None, None, None, None, None
+
+
+_upfirdn2d_op.register_autograd(_upfirdn2d_backward, setup_context=_upfirdn2d_setup_context)
+
+# Under autocast the op runs in the autocast dtype, as its reference (a convolution) does.
+dispatch.register_autocast('stylegan::upfirdn2d', lambda args, dtype: (dispatch.cast_floating(args[0], dtype),
+                                                                       *args[1:]))
 
 
 def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl='cuda'):
