@@ -101,6 +101,11 @@ def _failure_message(rank, temp_dir, error):
 def init_process_group(init_method, rank, world_size, local_rank, device_type):
     if device_type == 'cuda':
         torch.cuda.set_device(local_rank)
+    else:
+        # CPU ranks share the machine's cores: with more threads than cores in total, torch's
+        # intra-op threads spin against each other and a step gets tens of times slower.
+        ranks_here = int(os.environ.get('LOCAL_WORLD_SIZE', world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks_here))
     backend = 'nccl' if device_type == 'cuda' else 'gloo'
     dist.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=world_size,
                             timeout=COLLECTIVE_TIMEOUT)

@@ -226,3 +226,13 @@ def test_bad_shapes_and_modes_are_rejected_with_clear_errors():
         G(torch.zeros(2, 7), None)
     with pytest.raises(ValueError, match="noise_mode='loud'"):
         G(torch.zeros(2, 8), None, noise_mode="loud")
+
+
+@pytest.mark.slow  # about a minute of Inductor compilation on a 2-core CPU
+def test_stylegan3_generator_compiles_without_graph_breaks():
+    torch.manual_seed(0)
+    G = sg3.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=64,
+                      channel_max=16, mapping_kwargs=dict(num_layers=1)).eval()
+    z = torch.randn(2, 8)
+    compiled = torch.compile(G, fullgraph=True)  # fullgraph: any graph break raises
+    assert torch.allclose(compiled(z, None), G(z, None), atol=1e-5)

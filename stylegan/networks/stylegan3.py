@@ -39,6 +39,13 @@ __all__ = [
 ]
 
 
+
+def _width_height(size):
+    """An int or [width, height] -> (width, height) as Python ints: plain Python values keep
+    torch.compile(fullgraph=True) free of data-dependent numpy arithmetic."""
+    width, height = np.broadcast_to(np.asarray(size), [2]).tolist()
+    return int(width), int(height)
+
 def modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None):
     """Convolve each sample with its own style-modulated weights (StyleGAN3 variant).
 
@@ -167,7 +174,7 @@ class SynthesisInput(torch.nn.Module):
         super().__init__()
         self.w_dim = w_dim
         self.channels = channels
-        self.size = np.broadcast_to(np.asarray(size), [2])  # [width, height]
+        self.size = _width_height(size)
         self.sampling_rate = sampling_rate
         self.bandwidth = bandwidth
 
@@ -234,7 +241,7 @@ class SynthesisInput(torch.nn.Module):
         return x.permute(0, 3, 1, 2)
 
     def extra_repr(self):
-        return (f"w_dim={self.w_dim}, channels={self.channels}, size={self.size.tolist()}, "
+        return (f"w_dim={self.w_dim}, channels={self.channels}, size={list(self.size)}, "
                 f"sampling_rate={self.sampling_rate:g}, bandwidth={self.bandwidth:g}")
 
 
@@ -305,8 +312,8 @@ class SynthesisLayer(torch.nn.Module):
         self.use_fp16 = use_fp16
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.in_size = np.broadcast_to(np.asarray(in_size), [2])    # [width, height]
-        self.out_size = np.broadcast_to(np.asarray(out_size), [2])  # [width, height]
+        self.in_size = _width_height(in_size)
+        self.out_size = _width_height(out_size)
         self.in_sampling_rate = in_sampling_rate
         self.out_sampling_rate = out_sampling_rate
         self.tmp_sampling_rate = (max(in_sampling_rate, out_sampling_rate)
@@ -349,8 +356,9 @@ class SynthesisLayer(torch.nn.Module):
 
     def _filtered_lrelu_padding(self):
         """Padding [x_lo, x_hi, y_lo, y_hi] that makes filtered_lrelu produce `out_size`."""
-        pad_total = (self.out_size - 1) * self.down_factor + 1  # size needed before downsampling
-        pad_total -= (self.in_size + self.conv_kernel - 1) * self.up_factor  # size after upsampling
+        in_size, out_size = np.asarray(self.in_size), np.asarray(self.out_size)
+        pad_total = (out_size - 1) * self.down_factor + 1  # size needed before downsampling
+        pad_total -= (in_size + self.conv_kernel - 1) * self.up_factor  # size after upsampling
         pad_total += self.up_taps + self.down_taps - 2  # shrinkage by the two filters
         # Split so that output samples sit symmetrically between input samples, pixels being
         # centred at half-integer coordinates (paper Appendix C.3).
@@ -399,7 +407,7 @@ class SynthesisLayer(torch.nn.Module):
                 f"in_sampling_rate={self.in_sampling_rate:g}, out_sampling_rate={self.out_sampling_rate:g}, "
                 f"in_cutoff={self.in_cutoff:g}, out_cutoff={self.out_cutoff:g}, "
                 f"in_half_width={self.in_half_width:g}, out_half_width={self.out_half_width:g}, "
-                f"in_size={self.in_size.tolist()}, out_size={self.out_size.tolist()}, "
+                f"in_size={list(self.in_size)}, out_size={list(self.out_size)}, "
                 f"in_channels={self.in_channels}, out_channels={self.out_channels}")
 
 
