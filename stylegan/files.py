@@ -14,8 +14,15 @@ def atomic_write(path, write):
             write(file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp makes it private (0600)
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

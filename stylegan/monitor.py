@@ -81,7 +81,7 @@ class RunMonitor:
         self.tick_start_nimg = 0
         self._tick_end_time = self.start_time
         self.maintenance_sec = 0.0
-        self.metrics = {}  # 'Metrics/<result>' -> latest value, also written to TensorBoard
+        self.metrics = {}  # 'Metrics/<result>' -> value computed this tick, for the next stats line
         self._log_file = None
         self._stats_file = None
         self._tensorboard = None
@@ -182,13 +182,15 @@ class RunMonitor:
 
     def record(self, stats, cur_nimg, timestamp=None):
         """Append one line to stats.jsonl: `stats` ({name: {num, mean, std}}; a plain number counts as
-        one value), `Progress/kimg` when missing, and `timestamp`; and the means (plus the latest
-        metrics) to TensorBoard."""
+        one value), `Progress/kimg` when missing, the metrics recorded since the last line
+        (`Metrics/<result>`), and `timestamp`; and the means to TensorBoard."""
         if not self.enabled:
             return
         timestamp = self.clock() if timestamp is None else timestamp
         fields = {name: record if isinstance(record, dict) else single_value(record) for name, record in stats.items()}
         fields.setdefault('Progress/kimg', single_value(cur_nimg / 1e3))
+        fields.update({name: single_value(value) for name, value in self.metrics.items()})
+        self.metrics = {}
         fields['timestamp'] = timestamp
         if self._stats_file is None:
             self._stats_file = open(os.path.join(self.run_dir, 'stats.jsonl'), 'a', encoding='utf-8')
@@ -204,8 +206,6 @@ class RunMonitor:
         for name, record in fields.items():
             if isinstance(record, dict):
                 writer.add_scalar(name, record['mean'], global_step=step, walltime=walltime)
-        for name, value in self.metrics.items():
-            writer.add_scalar(name, value, global_step=step, walltime=walltime)
         writer.flush()
 
     def _tensorboard_writer(self):
@@ -221,7 +221,7 @@ class RunMonitor:
 
     def record_metric(self, name, value, cur_nimg, snapshot_pkl=None, total_time=None, num_gpus=None):
         """Append a metric result to `metric-<name>.jsonl` in the release's layout (plus `kimg`), log
-        it, and send it to TensorBoard with the next `record`. `value` is a number, a dict of results
+        it, and add it to the next `record` (stats.jsonl and TensorBoard). `value` is a number, a dict of results
         ({'pr50k3_full_precision': .., 'pr50k3_full_recall': ..}) or the whole result of
         `metrics.calc_metric` ({'results': {..}, 'metric', 'total_time', 'total_time_str', 'num_gpus'})."""
         if not self.enabled:

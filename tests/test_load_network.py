@@ -279,3 +279,13 @@ def test_checkpoint_whose_weights_belong_to_another_architecture_is_reported(tmp
     path = _tampered_checkpoint(tmp_path, lambda record: record['init_kwargs'].update(img_resolution=32))
     with pytest.raises(NetworkFileError, match=r"G in '.*'s weights do not fit a Generator built from its own arguments \(missing: synthesis.b32"):
         load_network(path)
+
+
+def test_saved_files_get_the_usual_permissions_not_private_ones(tmp_path):
+    import os
+    old_mask = os.umask(0o022)
+    try:
+        save_network(tmp_path / 'net.pt', G=tiny_stylegan2_generator())
+    finally:
+        os.umask(old_mask)
+    assert (tmp_path / 'net.pt').stat().st_mode & 0o777 == 0o644

@@ -271,6 +271,16 @@ def test_record_metric_takes_the_whole_result_of_calc_metric(tmp_path):
     assert monitor.metrics == {'Metrics/fid50k_full': 8.25}
 
 
+def test_a_metric_goes_into_the_next_stats_line_only(tmp_path):
+    with RunMonitor(tmp_path, clock=FakeClock(), progress_bar=False) as monitor:
+        monitor.record_metric('fid50k_full', 8.25, 4000)
+        monitor.record({'Loss/G/loss': {'num': 1, 'mean': 1.0, 'std': 0.0}}, 4000)
+        monitor.record({'Loss/G/loss': {'num': 1, 'mean': 0.5, 'std': 0.0}}, 8000)
+    first, second = read_jsonl(tmp_path / 'stats.jsonl')
+    assert first['Metrics/fid50k_full'] == {'num': 1, 'mean': 8.25, 'std': 0.0}
+    assert 'Metrics/fid50k_full' not in second
+
+
 def test_metric_lines_of_the_release_are_placed_by_their_snapshot_name(tmp_path):
     # The release writes no kimg: it is read from the snapshot's file name.
     line = {'results': {'fid50k_full': 7.5}, 'metric': 'fid50k_full', 'snapshot_pkl': 'network-snapshot-000400.pkl'}
