@@ -214,15 +214,17 @@ def test_label_conditioning_changes_the_output():
     img = G(z, c)
     assert img.shape == (4, 3, 16, 16)
     assert (img[:2] - img[2:]).abs().max() > 1e-3
-    with pytest.raises(ValueError, match="label c"):
+    with pytest.raises(ValueError, match=r"c has shape \[4, 2\], expected \[\*, 3\]"):
         G(z, torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="the label c is None, but this mapping network has c_dim=3"):
+        G(z, None)
 
 
 def test_bad_shapes_and_modes_are_rejected_with_clear_errors():
     G = tiny_generator()
     with pytest.raises(ValueError, match=r"ws has shape \[2, 5, 8\], expected \[\*, 6, 8\]"):
         G.synthesis(torch.zeros(2, 5, 8))
-    with pytest.raises(ValueError, match="input z"):
+    with pytest.raises(ValueError, match=r"z has shape \[2, 7\], expected \[\*, 8\]"):
         G(torch.zeros(2, 7), None)
     with pytest.raises(ValueError, match="noise_mode='loud'"):
         G(torch.zeros(2, 8), None, noise_mode="loud")

@@ -65,6 +65,9 @@ class MappingNetwork(torch.nn.Module):
             assert_shape(z, [None, self.z_dim], 'z')
             x = normalize_2nd_moment(z.to(torch.float32))
         if self.c_dim > 0:
+            if c is None:
+                raise ValueError(f'the label c is None, but this mapping network has c_dim={self.c_dim}; '
+                                 f'pass c of shape [N, {self.c_dim}].')
             assert_shape(c, [None, self.c_dim], 'c')
             y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
             x = torch.cat([x, y], dim=1) if x is not None else y

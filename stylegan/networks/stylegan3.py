@@ -22,8 +22,7 @@ import torch
 
 from ops.filtered_lrelu import filtered_lrelu
 from stylegan.networks import stylegan2
-from stylegan.networks.layers import (NOISE_MODES, FullyConnectedLayer, assert_shape, keeps_init_kwargs,
-                                      normalize_2nd_moment)
+from stylegan.networks.layers import NOISE_MODES, FullyConnectedLayer, assert_shape, keeps_init_kwargs
 from stylegan.networks.stylegan2 import Discriminator
 
 __all__ = [
@@ -86,12 +85,9 @@ def modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None):
 
 
 @keeps_init_kwargs
-class MappingNetwork(torch.nn.Module):
-    """z (and label c) -> w, broadcast to `num_ws` copies, with optional truncation.
-
-    StyleGAN3 version: 2 layers by default, the label embedding has `w_dim` features and is
-    normalized like z before the two are concatenated.
-    """
+class MappingNetwork(stylegan2.MappingNetwork):
+    """StyleGAN3's mapping network: StyleGAN2's with 2 layers by default, hidden and embedding
+    widths equal to w_dim, and w_avg always tracked (same math, same state_dict keys)."""
 
     def __init__(self,
         z_dim,                  # Input latent (Z) dimensionality.
@@ -102,52 +98,8 @@ class MappingNetwork(torch.nn.Module):
         lr_multiplier=0.01,     # Learning rate multiplier for the mapping layers.
         w_avg_beta=0.998,       # Decay of the running average of W, tracked during training.
     ):
-        super().__init__()
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.num_ws = num_ws
-        self.num_layers = num_layers
-        self.w_avg_beta = w_avg_beta
-
-        self.embed = FullyConnectedLayer(c_dim, w_dim) if c_dim > 0 else None
-        features = [z_dim + (w_dim if c_dim > 0 else 0)] + [w_dim] * num_layers
-        for idx in range(num_layers):
-            setattr(self, f"fc{idx}", FullyConnectedLayer(features[idx], features[idx + 1],
-                activation="lrelu", lr_multiplier=lr_multiplier))
-        self.register_buffer("w_avg", torch.zeros([w_dim]))
-
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False):
-        """z: [N, z_dim], c: [N, c_dim] -> ws: [N, num_ws, w_dim].
-
-        Truncation pulls the first `truncation_cutoff` (default: all) ws towards `w_avg`:
-        w' = w_avg + psi * (w - w_avg).
-        """
-        assert_shape(z, [None, self.z_dim], "MappingNetwork input z")
-        if truncation_cutoff is None:
-            truncation_cutoff = self.num_ws
-
-        x = normalize_2nd_moment(z.to(torch.float32))
-        if self.c_dim > 0:
-            if c is None:
-                raise ValueError(f"MappingNetwork label c is None, expected [N, {self.c_dim}] "
-                                 f"since c_dim={self.c_dim}.")
-            assert_shape(c, [z.shape[0], self.c_dim], "MappingNetwork label c")
-            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
-            x = torch.cat([x, y], dim=1)  # [N, z_dim + w_dim]
-        for idx in range(self.num_layers):
-            x = getattr(self, f"fc{idx}")(x)
-
-        if update_emas:
-            self.w_avg.copy_(x.detach().mean(dim=0).to(self.w_avg.dtype).lerp(self.w_avg, self.w_avg_beta))
-
-        x = x.unsqueeze(1).repeat([1, self.num_ws, 1])  # [N, w_dim] -> [N, num_ws, w_dim]
-        if truncation_psi != 1:
-            x[:, :truncation_cutoff] = self.w_avg.to(x.dtype).lerp(x[:, :truncation_cutoff], truncation_psi)
-        return x
-
-    def extra_repr(self):
-        return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"
+        super().__init__(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=num_ws, num_layers=num_layers,
+                         lr_multiplier=lr_multiplier, w_avg_beta=w_avg_beta)
 
 
 @keeps_init_kwargs
