@@ -412,8 +412,9 @@ class AdaptiveAugment:
         self.sign_stats[1] += real_signs.numel()
 
     def end_minibatch(self, batch_size, all_reduce=None):
-        """Adjust p if this minibatch is an adjustment step (the first, then every `ada_interval`-th).
+        """Adjust p after every `ada_interval`-th minibatch (the 4th, 8th, ... as in the releases).
         `all_reduce`, e.g. `torch.distributed.all_reduce`, sums the statistics over ranks in place."""
+        self.num_batches += 1
         if self.num_batches % self.ada_interval == 0:
             if all_reduce is not None:
                 all_reduce(self.sign_stats)
@@ -423,7 +424,6 @@ class AdaptiveAugment:
                 step = np.sign(self.last_rt - self.ada_target) * batch_size * self.ada_interval / (self.ada_kimg * 1000)
                 self.p.copy_((self.p + step).clamp(0, 1))
             self.sign_stats.zero_()
-        self.num_batches += 1
 
     def state_dict(self):
         return {'p': self.p.detach().cpu().clone(), 'sign_stats': self.sign_stats.cpu().clone(),

@@ -203,8 +203,8 @@ def test_ada_raises_p_when_d_overfits_and_lowers_it_otherwise_within_0_and_1():
     ada = AdaptiveAugment(pipe, ada_target=0.6, ada_interval=4, ada_kimg=1)  # step 64 * 4 / 1000
     step = 64 * 4 / 1000
     rising = _run_ada(ada, [1] * 20)
-    assert rising[0] == pytest.approx(step)  # adjusts after the first minibatch, then every 4th
-    assert rising[3] == pytest.approx(step) and rising[4] == pytest.approx(2 * step)
+    assert rising[:3] == [0.0, 0.0, 0.0]  # adjusts after the 4th minibatch, the 8th, ... as the releases
+    assert rising[3] == pytest.approx(step) and rising[6] == pytest.approx(step) and rising[7] == pytest.approx(2 * step)
     assert rising[-1] == 1.0 and max(rising) <= 1.0
     falling = _run_ada(ada, [1, -1, 0.5, 0.5] * 10)  # mean sign 0.25 < 0.6: D generalises
     assert falling[-1] == 0.0 and min(falling) >= 0.0
