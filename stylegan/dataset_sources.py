@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import PIL.Image
 
-from stylegan.legacy import _numpy_reconstruct
+from stylegan.legacy import numpy_reconstruct
 
 LABELS_FILE = 'dataset.json'
 # A member declaring more bytes than this is not read (a zip bomb would claim gigabytes).
@@ -157,8 +157,8 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
     so that a tampered tarball cannot run code."""
     allowed = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
                ('_codecs', 'encode'): codecs.encode,  # how protocol-2 pickles of Python 3 spell bytes
-               ('numpy.core.multiarray', '_reconstruct'): _numpy_reconstruct,
-               ('numpy._core.multiarray', '_reconstruct'): _numpy_reconstruct}
+               ('numpy.core.multiarray', '_reconstruct'): numpy_reconstruct,
+               ('numpy._core.multiarray', '_reconstruct'): numpy_reconstruct}
 
     def find_class(self, module, name):
         if (module, name) not in self.allowed:

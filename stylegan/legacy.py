@@ -110,9 +110,10 @@ _TORCH_DTYPES = {('torch', name): getattr(torch, name) for name in (
     'float64', 'float32', 'float16', 'bfloat16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool')}
 
 
-def _numpy_reconstruct(subtype, shape, dtype):
+def numpy_reconstruct(subtype, shape, dtype):
+    """numpy's array rebuilder for restricted unpicklers: plain ndarrays only, no subclasses."""
     if subtype is not np.ndarray:
-        raise pickle.UnpicklingError('numpy arrays in a network pickle must be plain ndarrays')
+        raise pickle.UnpicklingError('numpy arrays in a pickle read here must be plain ndarrays')
     return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
@@ -135,8 +136,8 @@ ALLOWED_GLOBALS = {
     ('torch', 'Size'): torch.Size,
     ('numpy', 'dtype'): np.dtype,
     ('numpy', 'ndarray'): np.ndarray,
-    ('numpy.core.multiarray', '_reconstruct'): _numpy_reconstruct,
-    ('numpy._core.multiarray', '_reconstruct'): _numpy_reconstruct,
+    ('numpy.core.multiarray', '_reconstruct'): numpy_reconstruct,
+    ('numpy._core.multiarray', '_reconstruct'): numpy_reconstruct,
     ('numpy.core.multiarray', 'scalar'): _numpy_scalar,
     ('numpy._core.multiarray', 'scalar'): _numpy_scalar,
     **_TORCH_DTYPES,
