@@ -221,7 +221,7 @@ def save_png(pixels, path, fields, options):
     info = PIL.PngImagePlugin.PngInfo()
     for key, value in fields.items():
         info.add_text(key, value)
-    to_pil(pixels).save(path, pnginfo=info)
+    to_pil(pixels).save(path, format='PNG', pnginfo=info)  # `path` may be a binary file (the server's)
 
 
 def tile(images, rows, columns):
@@ -299,22 +299,39 @@ def _write_mp4(frames, path, fps=25):
         raise GenerateError(f'ffmpeg failed to write {path}: {result.stderr.decode(errors="replace").strip()}')
 
 
-def write_style_mix(G, options, network):
-    """`style-mix.png`, the papers' figure: column seeds' images along the top, row seeds' down the
-    left, and in each cell the row's ws with the `styles` entries taken from the column's ws."""
+def style_mix_styles(G, options):
+    """The ws the columns give: --styles, or the releases' default 0-6 (those the network has)."""
+    return options.style_mix_styles if options.style_mix_styles is not None else [s for s in range(7) if s < G.num_ws]
+
+
+def style_mix_ws(G, rows, columns, styles, options):
+    """[R + C + R*C, num_ws, w_dim]: the row seeds' ws, the column seeds' ws, then each cell's ws
+    (row-major): the row's ws with the `styles` entries taken from the column's ws."""
     device = G.mapping.w_avg.device
-    rows, columns = options.seeds, options.style_mix_cols
-    styles = options.style_mix_styles if options.style_mix_styles is not None else [s for s in range(7) if s < G.num_ws]
     row_ws, column_ws = mapped_ws(G, rows, options, device), mapped_ws(G, columns, options, device)
     mixed = row_ws[:, None].repeat(1, len(columns), 1, 1)  # [R, C, num_ws, w_dim]
     mixed[:, :, styles] = column_ws[None, :, styles]
-    row_images, column_images = synthesize(G, row_ws, options), synthesize(G, column_ws, options)
-    cells = synthesize(G, mixed.flatten(0, 1), options).reshape(len(rows), len(columns), *row_images.shape[1:])
-    blank = np.zeros_like(row_images[:1])
+    return torch.cat([row_ws, column_ws, mixed.flatten(0, 1)])
+
+
+def style_mix_figure(images, num_rows, num_columns):
+    """uint8 [R + C + R*C, H, W, C] images of `style_mix_ws` -> the figure [(R+1)*H, (C+1)*W, C]: a
+    blank corner, the column images along the top, the row images down the left, the cells."""
+    row_images, column_images = images[:num_rows], images[num_rows:num_rows + num_columns]
+    cells = images[num_rows + num_columns:].reshape(num_rows, num_columns, *images.shape[1:])
+    blank = np.zeros_like(images[:1])
     figure = np.concatenate([np.concatenate([blank, column_images])[None],
                              np.concatenate([row_images[:, None], cells], axis=1)])  # [R+1, C+1, H, W, C]
+    return tile(figure.reshape(-1, *figure.shape[2:]), num_rows + 1, num_columns + 1)
+
+
+def write_style_mix(G, options, network):
+    """`style-mix.png`, the papers' figure (`style_mix_figure`)."""
+    rows, columns = options.seeds, options.style_mix_cols
+    styles = style_mix_styles(G, options)
+    images = synthesize(G, style_mix_ws(G, rows, columns, styles, options), options)
     path = os.path.join(options.outdir, 'style-mix.png')
-    save_png(tile(figure.reshape(-1, *figure.shape[2:]), len(rows) + 1, len(columns) + 1), path,
+    save_png(style_mix_figure(images, len(rows), len(columns)), path,
              provenance(*network, options, row_seeds=seeds_text(rows), column_seeds=seeds_text(columns),
                         styles=seeds_text(styles)), options)
     return [path]
