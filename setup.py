@@ -1,7 +1,7 @@
 """Install the StyleGAN2/StyleGAN3 research codebase: `pip install -e .[dev]`."""
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # Opt-in ahead-of-time build of the fused CUDA ops (ops/*.cu), for clusters whose compute nodes have
 # no compiler: STYLEGAN_BUILD_OPS=1 pip install --no-build-isolation -e .  (needs torch and nvcc).
@@ -14,7 +14,7 @@ setup(
     name="stylegan",
     version="0.1.0",
     description="StyleGAN2 and StyleGAN3 in PyTorch: faithful networks, ops, training and metrics",
-    packages=["stylegan", "stylegan.networks", "ops", "metrics"],
+    packages=find_packages(include=["stylegan", "stylegan.*", "ops", "ops.*", "metrics", "metrics.*"]),
     package_data={"ops": ["*.cu", "*.cpp", "*.h"]},  # compiled on first use on a GPU
     python_requires=">=3.9",
     install_requires=[

@@ -12,12 +12,12 @@ import argparse
 import dataclasses
 import sys
 
-from stylegan import launch
-from stylegan.dataset import DatasetError
-from stylegan.distributed import RankFailure, one_line_error
+from stylegan.training import launch
+from stylegan.data.dataset import DatasetError
+from stylegan.training.distributed import RankFailure, one_line_error
 from stylegan.legacy import NetworkFileError
-from stylegan.train_config import PRESETS, OptionError
-from stylegan.training_step import NonFiniteTrainingError
+from stylegan.training.config import PRESETS, OptionError
+from stylegan.training.step import NonFiniteTrainingError
 
 
 def parse_bool(text):

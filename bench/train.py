@@ -19,9 +19,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from stylegan import launch  # noqa: E402
-from stylegan.train_config import TrainOptions  # noqa: E402
-from stylegan.training_loop import build_run, real_batches, training_step  # noqa: E402
+from stylegan.training import launch  # noqa: E402
+from stylegan.training.config import TrainOptions  # noqa: E402
+from stylegan.training.loop import build_run, real_batches, training_step  # noqa: E402
 
 
 def make_random_dataset(folder, resolution, count):

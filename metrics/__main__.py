@@ -114,7 +114,7 @@ def main(argv=None):
 
 
 def _boundary_errors():
-    from stylegan.dataset import DatasetError
+    from stylegan.data.dataset import DatasetError
     return (stylegan.NetworkFileError, DatasetError, MissingWeightsError, ValueError)
 
 

@@ -29,7 +29,7 @@ from metrics.feature_metrics import compute_fid, compute_is, compute_kid, comput
 from metrics.features import MetricOptions
 from metrics.ppl import compute_ppl
 from metrics.swd import compute_swd
-from stylegan.monitor import format_duration
+from stylegan.durations import format_duration
 
 RELEASE_METRICS = ('fid50k_full', 'kid50k_full', 'pr50k3_full', 'ppl2_wend', 'eqt50k_int', 'eqt50k_frac', 'eqr50k',
                    'fid50k', 'kid50k', 'pr50k3', 'is50k', 'ppl_zfull', 'ppl_wfull', 'ppl_zend', 'ppl_wend')
@@ -127,7 +127,7 @@ def is_valid_metric(name):
 def open_dataset(dataset_kwargs, overrides):
     """An ImageDataset from the releases' `training_set_kwargs` (keys other than ImageDataset's
     arguments, such as `class_name`, are ignored), with `overrides` applied."""
-    from stylegan.dataset import ImageDataset
+    from stylegan.data.dataset import ImageDataset
     accepted = ('path', 'resolution', 'use_labels', 'max_size', 'xflip', 'random_seed')
     kwargs = {k: v for k, v in dict(dataset_kwargs, **overrides).items() if k in accepted}
     return ImageDataset(**kwargs)

@@ -12,6 +12,9 @@ Each submodule mirrors the module of the same name in the releases' `torch_utils
   dispatch            picks the implementation behind every `impl=` argument
   build               compiles the kernels (JIT with ninja, or from setup.py); STYLEGAN_OPS=auto|cuda|ref
   kernels             calls the compiled kernels
+
+May import: torch, numpy, scipy and the standard library. The lowest layer: nothing of `stylegan`
+or `metrics`.
 """
 
 from . import dispatch, bias_act, upfirdn2d, filtered_lrelu, conv2d_resample, modulated_conv2d, grid_sample_gradfix

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import DATA_DIR
-from stylegan.augment import AUGPIPE_PRESETS, AdaptiveAugment, AugmentPipe
+from stylegan.training.augment import AUGPIPE_PRESETS, AdaptiveAugment, AugmentPipe
 from stylegan.legacy import read_release_pickle
 
 ALL_AUGMENTATIONS = AUGPIPE_PRESETS['bgcfnc']

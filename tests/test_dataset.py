@@ -10,7 +10,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from stylegan.dataset import DatasetError, ImageDataset, InfiniteSampler
+from stylegan.data.dataset import DatasetError, ImageDataset, InfiniteSampler
 
 
 def _png_bytes(pixels):

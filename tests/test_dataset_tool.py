@@ -14,9 +14,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from stylegan.dataset import ImageDataset
-from stylegan.dataset_sources import SourceError
-from stylegan.dataset_tool import DatasetToolError, ToolOptions, convert_dataset, main
+from stylegan.data.dataset import ImageDataset
+from stylegan.data.sources import SourceError
+from stylegan.data.tool import DatasetToolError, ToolOptions, convert_dataset, main
 
 
 def save(image, path):

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylegan.augment import AUGPIPE_PRESETS, AugmentPipe
-from stylegan.loss import (PHASES, StyleGAN2Loss, blur_sigma_at, gaussian_blur, lazy_regularization_correction,
+from stylegan.training.augment import AUGPIPE_PRESETS, AugmentPipe
+from stylegan.training.loss import (PHASES, StyleGAN2Loss, blur_sigma_at, gaussian_blur, lazy_regularization_correction,
                            path_lengths)
 from stylegan.networks.stylegan2 import Discriminator, Generator
 

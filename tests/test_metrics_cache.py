@@ -10,7 +10,7 @@ import torch
 
 from metrics import cache as cache_lib
 from metrics.features import MetricOptions, real_features
-from stylegan.dataset import ImageDataset
+from stylegan.data.dataset import ImageDataset
 
 
 class MeanColourExtractor:

@@ -17,7 +17,7 @@ from conftest import DATA_DIR
 from metrics import extractors, metric_main
 from metrics.feature_metrics import compute_fid, compute_is, compute_kid
 from metrics.features import MetricOptions, generate_images
-from stylegan.dataset import ImageDataset
+from stylegan.data.dataset import ImageDataset
 
 NUM_IMAGES = 6
 NETWORK = DATA_DIR / 'sg2ada-sg2-32.pkl'

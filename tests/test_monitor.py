@@ -12,9 +12,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from stylegan.monitor import RunMonitor, StatsCollector, format_duration, setup_snapshot_image_grid
-from stylegan.monitor_grid import snapshot_grid_size
-from stylegan.monitor_plots import build_plots_figure, read_jsonl, read_metric_series
+from stylegan.training.monitor import RunMonitor, StatsCollector, format_duration, setup_snapshot_image_grid
+from stylegan.training.monitor.grid import snapshot_grid_size
+from stylegan.training.monitor.plots import build_plots_figure, read_jsonl, read_metric_series
 
 
 class FakeClock:

@@ -1,5 +1,7 @@
 """The networks: StyleGAN2 (`stylegan2.py`) and StyleGAN3 (`stylegan3.py`), with the releases'
-constructor arguments and state_dict keys."""
+constructor arguments and state_dict keys, and the layers they share (`layers.py`).
+
+May import: torch, numpy, scipy and `ops`. Knows nothing of checkpoints, data or training."""
 from stylegan.networks import stylegan2, stylegan3
 
 # The classes a checkpoint may name. Loading looks names up here; it never imports a name from a file.

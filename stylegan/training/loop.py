@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stylegan import distributed
-from stylegan import snapshot as snapshots
-from stylegan.augment import AUGPIPE_PRESETS, AdaptiveAugment, AugmentPipe
+from stylegan.training import distributed
+from stylegan.training import snapshot as snapshots
+from stylegan.training.augment import AUGPIPE_PRESETS, AdaptiveAugment, AugmentPipe
 from stylegan.checkpoint import load_network, load_state_strictly
-from stylegan.dataset import ImageDataset, InfiniteSampler
-from stylegan.loss import StyleGAN2Loss
-from stylegan.monitor import RunMonitor, StatsCollector, setup_snapshot_image_grid
+from stylegan.data.dataset import ImageDataset, InfiniteSampler
+from stylegan.training.loss import StyleGAN2Loss
+from stylegan.training.monitor import RunMonitor, StatsCollector, setup_snapshot_image_grid
 from stylegan.networks import stylegan2, stylegan3
-from stylegan.training_step import (NonFiniteCounter, NonFiniteTrainingError, StepBatch, build_phases,
+from stylegan.training.step import (NonFiniteCounter, NonFiniteTrainingError, StepBatch, build_phases,
                                     draw_latents, ema_beta, optimizers_of, training_iteration, update_ema)
 
 GRID_CHUNK_PIXELS = 2 ** 20

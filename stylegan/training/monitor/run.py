@@ -28,27 +28,16 @@ import time
 
 import torch
 
-from stylegan.monitor_grid import save_image_grid, setup_snapshot_image_grid
-from stylegan.monitor_plots import draw_run_plots
-from stylegan.monitor_resources import cpu_memory_gb, gpu_memory_gb, take_gpu_memory_peaks
-from stylegan.monitor_stats import StatsCollector
+from stylegan.durations import format_duration
+from stylegan.training.monitor.grid import save_image_grid, setup_snapshot_image_grid
+from stylegan.training.monitor.plots import draw_run_plots
+from stylegan.training.monitor.resources import cpu_memory_gb, gpu_memory_gb, take_gpu_memory_peaks
+from stylegan.training.monitor.stats import StatsCollector
 
 __all__ = ['RunMonitor', 'StatsCollector', 'setup_snapshot_image_grid', 'format_duration', 'format_tick_line']
 
 # Losses appended to the tick line after the release's fields: (statistic, label).
 TICK_LOSSES = [('Loss/G/loss', 'loss_G'), ('Loss/D/loss', 'loss_D'), ('Loss/r1_penalty', 'r1')]
-
-
-def format_duration(seconds):
-    """'42s', '3m 07s', '2h 05m 09s', '3d 04h 05m': the release's way of writing a time span."""
-    s = int(round(seconds))
-    if s < 60:
-        return f'{s}s'
-    if s < 60 * 60:
-        return f'{s // 60}m {s % 60:02d}s'
-    if s < 24 * 60 * 60:
-        return f'{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s'
-    return f'{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m'
 
 
 def single_value(value):

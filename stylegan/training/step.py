@@ -14,8 +14,8 @@ from typing import Optional
 
 import torch
 
-from stylegan import distributed
-from stylegan.loss import lazy_regularization_correction
+from stylegan.training import distributed
+from stylegan.training.loss import lazy_regularization_correction
 
 
 @dataclass

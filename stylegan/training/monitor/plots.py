@@ -1,7 +1,7 @@
 """`plots.png`: the run's curves over kimg, redrawn from `stats.jsonl` and `metric-*.jsonl`.
 
 Only the files are read, so the plots can be redrawn for any run folder, a finished one or one of
-the release's (`python -c "from stylegan.monitor_plots import draw_run_plots; draw_run_plots('run')"`).
+the release's (`python -c "from stylegan.training.monitor.plots import draw_run_plots; draw_run_plots('run')"`).
 Drawing uses a bare `Figure` on the Agg canvas: no pyplot state, no window, whatever backend the
 user has chosen elsewhere.
 """

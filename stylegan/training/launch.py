@@ -12,11 +12,11 @@ import re
 
 import torch
 
-from stylegan import distributed
-from stylegan import snapshot as snapshots
+from stylegan.training import distributed
+from stylegan.training import snapshot as snapshots
 from stylegan.checkpoint import load_network
-from stylegan.dataset import ImageDataset
-from stylegan.train_config import (RESUME_LATEST, DatasetInfo, OptionError, TrainOptions, check_options,
+from stylegan.data.dataset import ImageDataset
+from stylegan.training.config import (RESUME_LATEST, DatasetInfo, OptionError, TrainOptions, check_options,
                                    resolve_config, run_description)
 
 DEFAULT_METRIC = 'fid50k_full'
@@ -48,7 +48,7 @@ def resolve_resume_path(options):
 
 
 def describe_dataset(options):
-    """Open the training set once (headers only), with the checks of stylegan.dataset."""
+    """Open the training set once (headers only), with the checks of stylegan.data.dataset."""
     dataset = ImageDataset(options.data, use_labels=options.cond, xflip=False, random_seed=options.seed)
     info = DatasetInfo(name=dataset.name, resolution=dataset.resolution, num_channels=dataset.num_channels,
                        label_dim=dataset.label_dim, size=len(dataset))
@@ -158,7 +158,7 @@ def create_run_dir(config, options):
 
 
 def _run_rank(config, options_dict, rank, world_size, local_rank):
-    from stylegan.training_loop import training_loop
+    from stylegan.training.loop import training_loop
     training_loop(config, rank=rank, local_rank=local_rank, options=options_dict)
 
 
