@@ -16,6 +16,7 @@ setup(
     description="StyleGAN2 and StyleGAN3 in PyTorch: faithful networks, ops, training and metrics",
     packages=find_packages(include=["stylegan", "stylegan.*", "ops", "ops.*", "metrics", "metrics.*"]),
     package_data={"ops": ["*.cu", "*.cpp", "*.h"]},  # compiled on first use on a GPU
+    license="Apache-2.0",
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.4",
