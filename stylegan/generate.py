@@ -88,6 +88,7 @@ class GenerateOptions:
     watermark: bool = False
     watermark_key: str = watermarking.DEFAULT_KEY
     batch_size: int = 16
+    projected_w: Optional[str] = None      # a projector's projected_w.npz: render its ws (the rows of --style-mix)
 
 
 # --- the network -----------------------------------------------------------------------------------
@@ -257,6 +258,33 @@ def write_grid(G, options, network):
     return [path]
 
 
+def load_projected_ws(path, G, device):
+    """float32 [N, num_ws, w_dim] from a projector's `projected_w.npz` (key `w`, the releases' layout)."""
+    if not os.path.isfile(path):
+        raise GenerateError(f"--projected-w '{path}' does not exist or is not a file.")
+    try:
+        with np.load(path) as npz:
+            ws = npz['w'] if 'w' in npz.files else None
+    except Exception as error:  # not an npz, damaged
+        raise GenerateError(f"--projected-w '{path}' cannot be read as an .npz file ({type(error).__name__}); "
+                            f"give the projected_w.npz that the projector wrote.") from None
+    if ws is None or ws.ndim != 3 or ws.shape[1:] != (G.num_ws, G.w_dim):
+        found = 'no array w' if ws is None else f'w of shape {list(ws.shape)}'
+        raise GenerateError(f"--projected-w '{path}' holds {found}; this network needs w of shape "
+                            f"[N, {G.num_ws}, {G.w_dim}] (num_ws, w_dim): project with the same network.")
+    return torch.from_numpy(ws.astype(np.float32)).to(device)
+
+
+def write_projected_images(G, options, network, ws):
+    """`projNN.png` for each of the ws [N, num_ws, w_dim], named as the releases' generate.py names them."""
+    paths = []
+    for index, pixels in enumerate(synthesize(G, ws, options)):
+        paths.append(os.path.join(options.outdir, f'proj{index:02d}.png'))
+        fields = provenance(*network, options, projected_w=os.path.basename(options.projected_w), index=index)
+        save_png(pixels, paths[-1], fields, options)
+    return paths
+
+
 def interpolation_ws(key_ws, frames_per_step):
     """[S*F, num_ws, w_dim]: straight lines in W from each seed's ws to the next, back to the first
     (so the animation loops without a jump)."""
@@ -284,19 +312,30 @@ def write_interpolation(G, options, network):
 
 
 def _write_mp4(frames, path, fps=25):
+    """Encode uint8 frames [H, W, C] (an array [T, H, W, C] or any iterable of frames, streamed to
+    ffmpeg one at a time, so that a long video, e.g. the projector's, is never all in memory)."""
+    import itertools
     import shutil
     import subprocess
     ffmpeg = shutil.which('ffmpeg')
     if ffmpeg is None:
         raise GenerateError('--interp=mp4 needs ffmpeg on the PATH, which was not found; use --interp=gif.')
-    height, width, channels = frames.shape[1:]
+    frames = iter(frames)
+    first = next(frames)
+    height, width, channels = first.shape
     pixel_format = 'gray' if channels == 1 else 'rgb24'
     command = [ffmpeg, '-y', '-loglevel', 'error', '-f', 'rawvideo', '-pix_fmt', pixel_format, '-s', f'{width}x{height}',
                '-r', str(fps), '-i', '-', '-vf', 'pad=ceil(iw/2)*2:ceil(ih/2)*2', '-vcodec', 'libx264',
                '-pix_fmt', 'yuv420p', path]
-    result = subprocess.run(command, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
-    if result.returncode != 0:
-        raise GenerateError(f'ffmpeg failed to write {path}: {result.stderr.decode(errors="replace").strip()}')
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as process:
+        try:
+            for frame in itertools.chain([first], frames):
+                process.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError:  # ffmpeg stopped early; its stderr says why
+            pass
+        _, stderr = process.communicate()
+    if process.returncode != 0:
+        raise GenerateError(f'ffmpeg failed to write {path}: {stderr.decode(errors="replace").strip()}')
 
 
 def style_mix_styles(G, options):
@@ -304,11 +343,13 @@ def style_mix_styles(G, options):
     return options.style_mix_styles if options.style_mix_styles is not None else [s for s in range(7) if s < G.num_ws]
 
 
-def style_mix_ws(G, rows, columns, styles, options):
-    """[R + C + R*C, num_ws, w_dim]: the row seeds' ws, the column seeds' ws, then each cell's ws
-    (row-major): the row's ws with the `styles` entries taken from the column's ws."""
+def style_mix_ws(G, rows, columns, styles, options, row_ws=None):
+    """[R + C + R*C, num_ws, w_dim]: the row seeds' ws (or the given `row_ws`, e.g. projected ones),
+    the column seeds' ws, then each cell's ws (row-major): the row's ws with the `styles` entries
+    taken from the column's ws."""
     device = G.mapping.w_avg.device
-    row_ws, column_ws = mapped_ws(G, rows, options, device), mapped_ws(G, columns, options, device)
+    row_ws = mapped_ws(G, rows, options, device) if row_ws is None else row_ws
+    column_ws = mapped_ws(G, columns, options, device)
     mixed = row_ws[:, None].repeat(1, len(columns), 1, 1)  # [R, C, num_ws, w_dim]
     mixed[:, :, styles] = column_ws[None, :, styles]
     return torch.cat([row_ws, column_ws, mixed.flatten(0, 1)])
@@ -325,11 +366,14 @@ def style_mix_figure(images, num_rows, num_columns):
     return tile(figure.reshape(-1, *figure.shape[2:]), num_rows + 1, num_columns + 1)
 
 
-def write_style_mix(G, options, network):
-    """`style-mix.png`, the papers' figure (`style_mix_figure`)."""
+def write_style_mix(G, options, network, projected_ws=None):
+    """`style-mix.png`, the papers' figure (`style_mix_figure`); with `projected_ws` [R, num_ws, w_dim]
+    (--projected-w) those are the rows instead of the seeds."""
     rows, columns = options.seeds, options.style_mix_cols
+    if projected_ws is not None:
+        rows = [f'{os.path.basename(options.projected_w)}[{index}]' for index in range(len(projected_ws))]
     styles = style_mix_styles(G, options)
-    images = synthesize(G, style_mix_ws(G, rows, columns, styles, options), options)
+    images = synthesize(G, style_mix_ws(G, rows, columns, styles, options, row_ws=projected_ws), options)
     path = os.path.join(options.outdir, 'style-mix.png')
     save_png(style_mix_figure(images, len(rows), len(columns)), path,
              provenance(*network, options, row_seeds=seeds_text(rows), column_seeds=seeds_text(columns),
@@ -342,6 +386,7 @@ def generate(network_path, options, device=None):
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     G = load_generator(network_path, device)
     validate_for_network(G, options)
+    projected_ws = None if options.projected_w is None else load_projected_ws(options.projected_w, G, device)
     network = (network_path, file_sha256(network_path))
     os.makedirs(options.outdir, exist_ok=True)
     set_transform(G, options)
@@ -350,7 +395,9 @@ def generate(network_path, options, device=None):
     if options.interp is not None:
         return write_interpolation(G, options, network)
     if options.style_mix_cols is not None:
-        return write_style_mix(G, options, network)
+        return write_style_mix(G, options, network, projected_ws)
+    if projected_ws is not None:
+        return write_projected_images(G, options, network, projected_ws)
     return write_seed_images(G, options, network)
 
 
@@ -359,7 +406,9 @@ def generate(network_path, options, device=None):
 def build_parser():
     parser = argparse.ArgumentParser(prog='python generate.py', description=__doc__.split('\n\n')[0])
     parser.add_argument('--network', required=True, metavar='FILE', help='checkpoint of this project or release pickle')
-    parser.add_argument('--seeds', required=True, type=parse_seeds, help="e.g. '0-99,120' (style mix: the rows)")
+    parser.add_argument('--seeds', type=parse_seeds, help="e.g. '0-99,120' (style mix: the rows)")
+    parser.add_argument('--projected-w', metavar='FILE', help="a projector's projected_w.npz: write projNN.png for "
+                        "its ws, or with --style-mix use them as the rows (in place of --seeds)")
     parser.add_argument('--trunc', dest='truncation_psi', type=float, default=1.0, help='truncation psi (default 1)')
     parser.add_argument('--trunc-cutoff', dest='truncation_cutoff', type=int, help='truncate only the first N ws')
     parser.add_argument('--class', dest='class_idx', type=int, help='class of a conditional network')
@@ -389,6 +438,10 @@ def main(argv=None):
     options = GenerateOptions(**args)
     if options.batch_size < 1 or options.interp_frames < 1:
         print('error: --batch-size and --interp-frames must be at least 1.', file=sys.stderr)
+        return 1
+    if (options.seeds is None) == (options.projected_w is None) or (options.projected_w and (options.grid or options.interp)):
+        print('error: give exactly one of --seeds and --projected-w (which works alone or with --style-mix).',
+              file=sys.stderr)
         return 1
     try:
         paths = generate(network_path, options, device)
