@@ -2,6 +2,7 @@
 
     python train.py --outdir=runs --cfg=stylegan3-t --data=ffhq-256x256.zip --gpus=8 --batch=32 --gamma=2
     python train.py --outdir=runs --cfg=paper256 --data=ffhq-256x256.zip --gpus=2          # StyleGAN2-ADA preset
+    python train.py --outdir=runs --cfg=auto --data=ffhq-256x256.zip --gpus=2 --subset=2000 # StyleGAN2-ADA's auto
     python train.py --outdir=runs --cfg=tiny --data=images/ --device=cpu --kimg=1          # on a laptop
     python train.py --outdir=runs --resume=latest                                          # continue exactly
     torchrun --nnodes=2 --nproc-per-node=8 ... train.py --outdir=runs --cfg=stylegan3-t ... # several machines
@@ -16,7 +17,7 @@ from stylegan.training import launch
 from stylegan.data.dataset import DatasetError
 from stylegan.training.distributed import RankFailure, one_line_error
 from stylegan.legacy import NetworkFileError
-from stylegan.training.config import PRESETS, OptionError
+from stylegan.training.config import CONFIG_NAMES, OptionError
 from stylegan.training.step import NonFiniteTrainingError
 
 
@@ -37,12 +38,13 @@ def parse_metrics(text):
 # (flag, type, metavar, help); every default lives in TrainOptions and the presets.
 OPTIONS = [
     ('--outdir', str, 'DIR', 'Where to save the results'),
-    ('--cfg', str, 'NAME', f"Base configuration: {', '.join(PRESETS)}"),
+    ('--cfg', str, 'NAME', f"Base configuration: {', '.join(CONFIG_NAMES)}"),
     ('--data', str, '[ZIP|DIR]', 'Training data'),
     ('--gpus', int, 'INT', 'Number of GPUs (processes) to use  [default: 1]'),
     ('--batch', int, 'INT', 'Total batch size  [required for stylegan2/stylegan3-*; else the preset\'s]'),
     ('--gamma', float, 'FLOAT', 'R1 regularization weight  [required for stylegan2/stylegan3-*; else the preset\'s]'),
     ('--cond', parse_bool, 'BOOL', 'Train conditional model  [default: False]'),
+    ('--subset', int, 'INT', 'Train with only INT images, a fixed random subset drawn with --seed  [default: all]'),
     ('--mirror', parse_bool, 'BOOL', 'Enable dataset x-flips  [default: False]'),
     ('--aug', str, 'ada|noaug|fixed', 'Augmentation mode  [default: ada]'),
     ('--augpipe', str, 'NAME', 'Augmentation pipeline (StyleGAN2-ADA presets blit..bgcfnc)  [default: bgc]'),
@@ -69,6 +71,8 @@ OPTIONS = [
     ('--precision', str, 'fp16|bf16|fp32', 'fp16: the releases\' scheme; bf16: autocast  [default: fp16]'),
     ('--sn', parse_bool, 'BOOL', 'Spectral normalization in D  [default: False]'),
     ('--nobench', parse_bool, 'BOOL', 'Disable cuDNN benchmarking  [default: False]'),
+    ('--allow-tf32', parse_bool, 'BOOL', 'Allow TF32 for matmul and convolutions  [default: False]'),
+    ('--nhwc', parse_bool, 'BOOL', 'Use NHWC (channels-last) memory format with FP16  [default: False]'),
     ('--workers', int, 'INT', 'DataLoader worker processes  [default: 3]'),
     ('--device', str, 'cuda|cpu', 'Where to train  [default: cuda]'),
     ('--max-nonfinite', int, 'INT', 'Stop after INT steps in a row with NaN/Inf gradients, 0 = never  [default: 20]'),

@@ -7,7 +7,9 @@
 Presets `stylegan2`, `stylegan3-t`, `stylegan3-r` are the StyleGAN3 release's `--cfg` values (there
 `--batch` and `--gamma` are required); `paper256`, `paper512`, `paper1024`, `cifar` are the
 StyleGAN2-ADA release's (they carry their published batch, gamma, learning rate, EMA and kimg, which
-the options override); `tiny` is this project's, for CPU runs and tests. Every number below is the
+the options override), and so are `auto` (computed from the resolution and GPU count, see
+`auto_preset`) and `sg2ada-stylegan2` (that release's `stylegan2`, renamed because the StyleGAN3
+release's `stylegan2` has other numbers); `tiny` is this project's, for CPU runs and tests. Every number below is the
 releases' (StyleGAN3 `train.py`, StyleGAN2-ADA `train.py` `cfg_specs`).
 """
 import dataclasses
@@ -77,11 +79,29 @@ PRESETS = {
     'cifar': Preset(**dict(_SG2ADA, map_depth=2, style_mixing_prob=0, pl_weight=0, ema_rampup=0.05),
                     kimg=100000, batch=64, batch_gpu=32, mbstd_group=32, glr=0.0025, dlr=0.0025, gamma=0.01,
                     ema_kimg=500, D_architecture='orig'),
+    # StyleGAN2-ADA's 'stylegan2' (ref_gpus 8, mb 32, mbstd 4, fmaps 1, lrate 0.002, gamma 10, ema 10, no ramp).
+    'sg2ada-stylegan2': Preset(**_SG2ADA, batch=32, batch_gpu=4, mbstd_group=4, cbase=32768, glr=0.002, dlr=0.002,
+                               gamma=10, ema_kimg=10),
     # This project: a StyleGAN2 small enough to train on a laptop CPU (smoke runs, tests, benchmarks).
     'tiny': Preset(generator='stylegan2', release='this project', batch=8, gamma=0.1, kimg=2, cbase=1024,
                    cmax=64, glr=0.0025, dlr=0.0025, map_depth=2, mbstd_group=2, ema_kimg=0.5, ema_rampup=0.05,
                    style_mixing_prob=0.9, pl_weight=2, G_reg_interval=4, z_dim=64, w_dim=64),
 }
+
+
+AUTO = 'auto'  # StyleGAN2-ADA's --cfg=auto: a preset computed from the dataset's resolution and --gpus
+CONFIG_NAMES = (*PRESETS, AUTO)
+
+
+def auto_preset(resolution, gpus):
+    """StyleGAN2-ADA's `--cfg=auto` for a `resolution`x`resolution` dataset on `gpus` GPUs: the batch
+    grows with the GPU count up to 64 (fewer images per GPU at high resolution), the minibatch-stddev
+    group stays at most 4, gamma = 0.0002 * resolution^2 / batch, EMA half-life batch * 10 / 32 kimg."""
+    batch = max(min(gpus * min(4096 // resolution, 32), 64), gpus)
+    lr = 0.002 if resolution >= 1024 else 0.0025
+    return Preset(**dict(_SG2ADA, map_depth=2, ema_rampup=0.05), batch=batch, batch_gpu=batch // gpus,
+                  mbstd_group=min(batch // gpus, 4), cbase=32768 if resolution >= 512 else 16384, glr=lr, dlr=lr,
+                  gamma=0.0002 * resolution ** 2 / batch, ema_kimg=batch * 10 / 32)
 
 
 @dataclass
@@ -95,6 +115,7 @@ class TrainOptions:
     batch: Optional[int] = None
     gamma: Optional[float] = None
     cond: bool = False
+    subset: Optional[int] = None      # train on a fixed random subset of this many images (seeded by --seed)
     mirror: bool = False
     aug: str = 'ada'
     augpipe: str = 'bgc'
@@ -121,6 +142,8 @@ class TrainOptions:
     precision: Optional[str] = None   # None = 'fp32' with --fp32, else 'fp16'
     sn: bool = False
     nobench: bool = False
+    allow_tf32: bool = False          # let matmul and cuDNN convolutions use TF32 (off in the releases)
+    nhwc: bool = False                # channels-last memory format in the float16 blocks
     workers: int = 3
     device: str = 'cuda'
     max_nonfinite: int = 20           # stop after this many optimizer steps in a row with non-finite gradients
@@ -161,6 +184,7 @@ class TrainingConfig:
     metrics: list
     precision: str
     cudnn_benchmark: bool
+    allow_tf32: bool
     num_workers: int
     device: str
     resume: Optional[str]             # resolved path, or None
@@ -180,21 +204,31 @@ class DatasetInfo:
     size: int
 
 
-def preset_of(cfg):
-    if cfg not in PRESETS:
-        raise OptionError(f"--cfg={cfg!r} is not a known configuration; choose one of {', '.join(PRESETS)}.")
+def preset_of(cfg, resolution=None, gpus=1):
+    """The Preset of --cfg; `auto` is computed from the dataset's `resolution` and the GPU count."""
+    _check_cfg_name(cfg)
+    if cfg == AUTO:
+        if resolution is None:
+            raise ValueError('--cfg=auto needs the dataset resolution')  # a caller's bug, not the user's
+        return auto_preset(resolution, gpus)
     return PRESETS[cfg]
+
+
+def _check_cfg_name(cfg):
+    if cfg not in CONFIG_NAMES:
+        raise OptionError(f"--cfg={cfg!r} is not a known configuration; choose one of {', '.join(CONFIG_NAMES)}.")
 
 
 def _pick(value, default):
     return default if value is None else value
 
 
-def check_options(options):
-    """Checks that need no dataset: choices, ranges and the batch arithmetic."""
+def check_options(options, resolution=None):
+    """Checks that need no dataset: choices, ranges and the batch arithmetic (for --cfg=auto the
+    latter waits for the dataset's `resolution`)."""
     if not options.cfg:
-        raise OptionError(f"--cfg is required; choose one of {', '.join(PRESETS)}.")
-    preset = preset_of(options.cfg)
+        raise OptionError(f"--cfg is required; choose one of {', '.join(CONFIG_NAMES)}.")
+    _check_cfg_name(options.cfg)
     for name in ('outdir', 'data'):
         if not getattr(options, name):
             raise OptionError(f'--{name} is required.')
@@ -208,7 +242,7 @@ def check_options(options):
         value = getattr(options, name)
         if not 0 <= value <= 1:
             raise OptionError(f'--{name}={value} is outside [0, 1].')
-    for name in ('gpus', 'batch', 'batch_gpu', 'cbase', 'cmax', 'map_depth', 'mbstd_group', 'snap'):
+    for name in ('gpus', 'batch', 'batch_gpu', 'cbase', 'cmax', 'map_depth', 'mbstd_group', 'snap', 'subset'):
         value = getattr(options, name)
         if value is not None and value < 1:
             raise OptionError(f"--{name.replace('_', '-')}={value} must be a positive integer.")
@@ -223,6 +257,9 @@ def check_options(options):
         value = getattr(options, name)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise OptionError(f'--{name}={value} must be a positive number of kimg.')
+    if options.cfg == AUTO and resolution is None:
+        return  # auto's batch and groups depend on the resolution; resolve_config checks them
+    preset = preset_of(options.cfg, resolution, _pick(options.gpus, 1))
     if _pick(options.batch, preset.batch) is None:
         raise OptionError(f'--batch is required with --cfg={options.cfg} (the total batch size over all GPUs).')
     if _pick(options.gamma, preset.gamma) is None:
@@ -258,11 +295,14 @@ def _check_batch(options, preset):
                           f'(each minibatch-stddev group is taken within one GPU batch).')
 
 
-def run_description(options, dataset_name):
-    """The release's run folder name after the number: 'stylegan3-t-ffhq-256x256-gpus8-batch32-gamma2'."""
-    preset = preset_of(options.cfg)
+def run_description(options, dataset_name, resolution=None):
+    """The release's run folder name after the number: 'stylegan3-t-ffhq-256x256-gpus8-batch32-gamma2'
+    (with '-subset1000' after it when --subset is given, as StyleGAN2-ADA marks it)."""
+    preset = preset_of(options.cfg, resolution, _pick(options.gpus, 1))
     desc = (f'{options.cfg}-{dataset_name}-gpus{_pick(options.gpus, 1)}-batch{_pick(options.batch, preset.batch)}'
             f'-gamma{_pick(options.gamma, preset.gamma):g}')
+    if options.subset is not None:
+        desc += f'-subset{options.subset}'
     return desc if options.desc is None else f'{desc}-{options.desc}'
 
 
@@ -270,8 +310,11 @@ def resolve_config(options, dataset, run_dir, resume=None, resume_is_snapshot=Fa
     """Options + preset + dataset -> TrainingConfig, as the releases' train.py builds its config.
     `resume` is the resolved path; a bare network (not a training snapshot) restarts the schedules
     the way the releases do when fine-tuning (faster ADA, no EMA ramp-up, no blur)."""
-    check_options(options)
-    preset = preset_of(options.cfg)
+    check_options(options, dataset.resolution)
+    preset = preset_of(options.cfg, dataset.resolution, _pick(options.gpus, 1))
+    if options.subset is not None and options.subset > dataset.size:
+        raise OptionError(f"--subset={options.subset} is more than the {dataset.size} images of --data={options.data}; "
+                          f"give 1 to {dataset.size}.")
     if options.cond and dataset.label_dim == 0:
         raise OptionError(f"--cond=True needs labels, but dataset '{options.data}' has no labels in dataset.json.")
     batch = _pick(options.batch, preset.batch)
@@ -285,7 +328,7 @@ def resolve_config(options, dataset, run_dir, resume=None, resume_is_snapshot=Fa
     return TrainingConfig(
         run_dir=run_dir, cfg=options.cfg, generator=preset.generator,
         dataset_kwargs=dict(path=options.data, resolution=dataset.resolution, use_labels=options.cond,
-                            max_size=dataset.size, xflip=options.mirror, random_seed=options.seed),
+                            max_size=_pick(options.subset, dataset.size), xflip=options.mirror, random_seed=options.seed),
         G_kwargs=generator_kwargs(options, preset, dataset, batch, precision),
         D_kwargs=discriminator_kwargs(options, preset, dataset, precision),
         G_opt_kwargs=dict(lr=_pick(options.glr, preset.glr), betas=[0, 0.99], eps=1e-8),
@@ -302,7 +345,7 @@ def resolve_config(options, dataset, run_dir, resume=None, resume_is_snapshot=Fa
         total_kimg=_pick(options.kimg, preset.kimg), kimg_per_tick=options.tick,
         network_snapshot_ticks=options.snap, image_snapshot_ticks=_pick(options.img_snap, options.snap), snapshot_keep=options.snap_keep,
         random_seed=options.seed, metrics=list(options.metrics or []), precision=precision,
-        cudnn_benchmark=not options.nobench, num_workers=options.workers, device=options.device,
+        cudnn_benchmark=not options.nobench, allow_tf32=options.allow_tf32, num_workers=options.workers, device=options.device,
         resume=resume, max_nonfinite_steps=options.max_nonfinite)
 
 
@@ -324,6 +367,8 @@ def generator_kwargs(options, preset, dataset, batch, precision):
         **_precision_kwargs(precision))
     if preset.generator == 'stylegan2':
         kwargs.update(fused_modconv_default=preset.fused_modconv_default)
+        if options.nhwc:
+            kwargs.update(fp16_channels_last=True)  # StyleGAN3's layers have no channels-last variant
     else:
         # Magnitude EMA half-life of 20 kimg, whatever the batch (StyleGAN3 release).
         kwargs.update(magnitude_ema_beta=0.5 ** (batch / (20 * 1e3)), conv_kernel=preset.conv_kernel,
@@ -336,6 +381,6 @@ def discriminator_kwargs(options, preset, dataset, precision):
         c_dim=dataset.label_dim if options.cond else 0, img_resolution=dataset.resolution,
         img_channels=dataset.num_channels, architecture=preset.D_architecture,
         channel_base=_pick(options.cbase, preset.cbase), channel_max=_pick(options.cmax, preset.cmax),
-        block_kwargs=dict(freeze_layers=options.freezed),
+        block_kwargs=dict(freeze_layers=options.freezed, **(dict(fp16_channels_last=True) if options.nhwc else {})),
         epilogue_kwargs=dict(mbstd_group_size=_pick(options.mbstd_group, preset.mbstd_group)),
         spectral_norm=options.sn, **_precision_kwargs(precision))

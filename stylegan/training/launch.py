@@ -133,7 +133,8 @@ def prepare_training(options):
         if resolution is not None and resolution != dataset.resolution:
             raise OptionError(f"--resume={resume_path} holds {resolution}x{resolution} networks, but --data={options.data} "
                               f"has {dataset.resolution}x{dataset.resolution} images; resume from a file of the same resolution.")
-    run_dir = os.path.join(options.outdir, f'{next_run_id(options.outdir):05d}-{run_description(options, dataset.name)}')
+    description = run_description(options, dataset.name, dataset.resolution)
+    run_dir = os.path.join(options.outdir, f'{next_run_id(options.outdir):05d}-{description}')
     return resolve_config(options, dataset, run_dir, resume_path, is_snapshot), options
 
 

@@ -140,7 +140,7 @@ def setup_run(config, rank, local_rank, options):
 def build_run(config, rank, local_rank, options):
     """Dataset, networks, augmentation, loss, phases and monitor of one rank, freshly initialised."""
     device = torch.device('cuda', local_rank) if config.device == 'cuda' else torch.device('cpu')
-    configure_backends(config.cudnn_benchmark)
+    configure_backends(config.cudnn_benchmark, config.allow_tf32)
     seed_rank(config.random_seed, config.num_gpus, rank)
     dataset = ImageDataset(**config.dataset_kwargs)
     G = GENERATORS[config.generator](**config.G_kwargs).train().requires_grad_(False).to(device)
@@ -158,11 +158,11 @@ def build_run(config, rank, local_rank, options):
                label_table=label_table(dataset, G.c_dim), stats=StatsCollector(), monitor=monitor, options=options)
 
 
-def configure_backends(cudnn_benchmark):
+def configure_backends(cudnn_benchmark, allow_tf32=False):
     torch.backends.cudnn.benchmark = cudnn_benchmark
-    # The releases train without TF32: it changes results visibly at these learning rates.
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    # The releases train without TF32 unless --allow-tf32: it changes results visibly at these learning rates.
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
 
 
 def seed_rank(random_seed, num_gpus, rank):
