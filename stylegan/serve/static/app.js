@@ -161,12 +161,15 @@ async function start() {
     return;
   }
   describe(info);
-  $('controls').addEventListener('input', (event) => {
+  // 'input' follows a dragged slider or typing; 'change' covers selects (some input methods send only it).
+  const onControl = (event) => {
     const shown = $(`${event.target.id}-value`);
     if (shown) shown.textContent = event.target.value;
     if (event.target.id === 'view') showViewRows();
-    refresh();
-  });
+    if (inFlight || query() !== document.body.dataset.shown) refresh();
+  };
+  $('controls').addEventListener('input', onControl);
+  $('controls').addEventListener('change', onControl);
   $('seed-down').addEventListener('click', () => stepSeed(-1));
   $('seed-up').addEventListener('click', () => stepSeed(1));
   $('image').addEventListener('click', pickGridCell);
