@@ -15,7 +15,8 @@ setup(
     version="0.1.0",
     description="StyleGAN2 and StyleGAN3 in PyTorch: faithful networks, ops, training and metrics",
     packages=find_packages(include=["stylegan", "stylegan.*", "ops", "ops.*", "metrics", "metrics.*"]),
-    package_data={"ops": ["*.cu", "*.cpp", "*.h"]},  # compiled on first use on a GPU
+    package_data={"ops": ["*.cu", "*.cpp", "*.h"],  # compiled on first use on a GPU
+                  "stylegan.serve": ["static/*"]},  # the explorer page of `python -m stylegan.serve`
     license="Apache-2.0",
     python_requires=">=3.9",
     install_requires=[
@@ -28,6 +29,9 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"dev": ["pytest"]},
+    extras_require={
+        "dev": ["pytest", "selenium>=4.11"],  # selenium: tests/test_serve_browser.py (Chromium from the OS)
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29"],  # python -m stylegan.serve
+    },
     **extension_kwargs,
 )
