@@ -1,7 +1,7 @@
 """The explorer page in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven
 by Selenium): it loads, the truncation and seed controls change the image, a style-mix setting shows
-the mix, a click on the neighbour grid picks a seed; every image shown is the API's PNG for the
-controls. It also takes the README's screenshot:
+the mix, a click on the neighbour grid picks a seed, StyleGAN3's translate and rotate move the image;
+every image shown is the API's PNG for the controls. It also takes the README's screenshot:
 
     STYLEGAN_SCREENSHOT=docs/serve.png .venv/bin/python -m pytest -q tests/test_serve_browser.py
 """
@@ -140,3 +140,16 @@ def test_the_explorer_follows_its_controls_in_headless_chromium(server, browser,
     query, _ = assert_shows_api_image(browser, server)  # the right-hand cell of the middle row: seed 43
     assert urllib.parse.parse_qs(query)['seeds'] == ['39-47']
     assert browser.find_element(By.ID, 'seed').get_attribute('value') == '43'
+
+
+def test_stylegan3_transform_controls_move_the_image(browser):
+    from conftest import DATA_DIR
+    with BackgroundServer(create_app(str(DATA_DIR / 'sg3repo-sg3t-32.pkl'))) as running:
+        browser.get(running.url + '/')
+        _, plain = assert_shows_api_image(browser, running)
+        assert browser.find_element(By.ID, 'transform').is_displayed()
+        browser.find_element(By.ID, 'rotate').send_keys(*[Keys.ARROW_RIGHT] * 15)
+        browser.find_element(By.ID, 'translate-x').send_keys(*[Keys.ARROW_RIGHT] * 20)
+        query, moved = assert_shows_api_image(browser, running)
+    assert urllib.parse.parse_qs(query)['rotate'] == ['15'] and urllib.parse.parse_qs(query)['translate'] == ['0.2,0']
+    assert np.abs(moved - plain).mean() > 1
