@@ -1,9 +1,10 @@
 """Cache of the real images' features, keyed by what they depend on, never by a path.
 
-The key hashes: the dataset's content (every file's relative name and bytes, `dataset.json`
-included, for a folder; the zip's bytes for a zip), which items are used (the first `num_items`
-after the dataset's `max_size`/`xflip` selection), the extractor and its layer, the sha256 of its
-weights file, and what is stored ('stats' or 'features'). One changed pixel or label changes the
+The key hashes: the dataset's content (every file's relative name and the sha256 of its bytes,
+`dataset.json` included, for a folder; the zip's bytes for a zip), which items are used (the first
+`num_items` after the dataset's `max_size`/`xflip` selection), the extractor and its layer, the
+sha256 of its weights file, and what is stored ('stats' or 'features'), each field preceded by its
+length so that no two different inputs give one stream. One changed pixel or label changes the
 key, so stale statistics are never reused; moving or renaming the dataset keeps it.
 
 Files are written atomically (temporary file + rename), so a crash or two ranks never leave a
@@ -14,9 +15,9 @@ import hashlib
 import os
 
 import numpy as np
-import torch
 
 from stylegan.checkpoint import atomic_torch_save
+from stylegan.safeload import NetworkFileError, load_torch_file
 
 CACHE_DIR_ENV = 'STYLEGAN_METRICS_CACHE'
 _folder_hashes = {}  # (path, ((name, size, mtime_ns), ...)) -> sha256 hex
@@ -43,12 +44,21 @@ def source_content_hash(path):
     if memo_key not in _folder_hashes:
         digest = hashlib.sha256()
         for name in names:
-            digest.update(name.encode() + b'\0')
+            file_digest = hashlib.sha256()
             with open(os.path.join(path, name) if name else path, 'rb') as file:
                 for block in iter(lambda: file.read(1 << 20), b''):
-                    digest.update(block)
+                    file_digest.update(block)
+            update_fields(digest, name.encode(), file_digest.digest())
         _folder_hashes[memo_key] = digest.hexdigest()
     return _folder_hashes[memo_key]
+
+
+def update_fields(digest, *fields):
+    """Feed byte strings to a hash each preceded by its length, so that no two different lists of
+    fields give the same stream (name + bytes without lengths would let 'a'+'bc' pass as 'ab'+'c')."""
+    for field in fields:
+        digest.update(len(field).to_bytes(8, 'little'))
+        digest.update(field)
 
 
 def _size_and_mtime(path):
@@ -63,21 +73,22 @@ def dataset_content_hash(dataset, num_items):
     digest = hashlib.sha256()
     path = getattr(dataset, 'path', None)
     if path is not None and hasattr(dataset, 'raw_index') and os.path.exists(path):
-        digest.update(source_content_hash(path).encode())
         selection = np.array([dataset.raw_index(i) for i in range(num_items)], dtype=np.int64).reshape(-1)
-        digest.update(selection.tobytes())
+        update_fields(digest, b'files', source_content_hash(path).encode(), selection.tobytes())
     else:
+        update_fields(digest, b'items')
         for i in range(num_items):
             image, label = dataset[i]
-            digest.update(np.ascontiguousarray(image).tobytes())
-            digest.update(np.asarray(label, np.float32).tobytes())
-    digest.update(str(num_items).encode())
+            image = np.ascontiguousarray(image)
+            update_fields(digest, f'{image.dtype}{image.shape}'.encode(), image.tobytes(), np.asarray(label, np.float32).tobytes())
+    update_fields(digest, str(num_items).encode())
     return digest.hexdigest()
 
 
 def real_cache_path(cache_dir, dataset, num_items, extractor_identity, what):
     """Path of the cache entry of the real features of `dataset` (see the module docstring)."""
-    key = hashlib.sha256('\n'.join([dataset_content_hash(dataset, num_items), extractor_identity, what]).encode())
+    key = hashlib.sha256()
+    update_fields(key, *(field.encode() for field in (dataset_content_hash(dataset, num_items), extractor_identity, what)))
     name = getattr(dataset, 'name', 'dataset')
     return os.path.join(cache_dir or default_cache_dir(), f'{name}-{what}-{num_items}-{key.hexdigest()[:32]}.pt')
 
@@ -87,8 +98,8 @@ def load_entry(path):
     if not os.path.isfile(path):
         return None
     try:
-        entry = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception:
+        entry = load_torch_file(path, 'expected a metrics cache entry')
+    except NetworkFileError:  # damaged, foreign or crafted: the entry is recomputed and replaced
         return None
     return entry if isinstance(entry, dict) else None
 

@@ -22,6 +22,8 @@ import os
 
 import torch
 
+from stylegan.safeload import NetworkFileError, load_torch_file
+
 WEIGHTS_DIR_ENV = 'STYLEGAN_METRICS_WEIGHTS'
 OFFLINE_ENV = 'STYLEGAN_METRICS_OFFLINE'
 
@@ -96,10 +98,10 @@ def weights_path(key, weights_dir=None, download=True, verbose=False):
 def load_state_dict_file(path, what):
     """A state dict read with `weights_only=True`; a damaged or foreign file is one sentence."""
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:
+        state = load_torch_file(path, 'expected a PyTorch state dict', allow_legacy_format=True)
+    except NetworkFileError as error:
         raise MissingWeightsError(f"{what} weights file '{path}' cannot be read as a PyTorch state dict "
-                                  f"({type(error).__name__}); replace it with the published file.") from None
+                                  f"({str(error)[:300]}); replace it with the published file.") from None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise MissingWeightsError(f"{what} weights file '{path}' does not hold a state dict of tensors; "
                                   f"replace it with the published file.")

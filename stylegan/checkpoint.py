@@ -9,7 +9,10 @@ This project's checkpoint is a `torch.save` file that loads with `weights_only=T
 
 A network is rebuilt by calling the class that `architecture` names in
 `stylegan.networks.ARCHITECTURES` (a fixed table, never an import of a name read from the file)
-with its `init_kwargs`, then loading its `state_dict`.
+with its `init_kwargs`, then loading its `state_dict`. Before anything is allocated, the arguments
+are checked against limits and the network is built with fake (storage-less) tensors, whose shapes
+must match the file's tensors and whose bytes must fit the file's allocation budget
+(`stylegan.safeload`).
 """
 import inspect
 import os
@@ -19,7 +22,9 @@ import torch
 
 from stylegan import networks
 from stylegan.files import atomic_write
-from stylegan.legacy import NetworkFileError, ReleaseObject, read_release_pickle
+from stylegan.legacy import NetworkFileError, ReleaseObject, is_tf_pickle, read_release_pickle
+from stylegan.legacy_tf import tf_network_records
+from stylegan.safeload import AllocationBudget, check_network_args, load_torch_file, shapes_without_storage
 
 CHECKPOINT_FORMAT = 'stylegan-networks'
 CHECKPOINT_VERSION = 1
@@ -33,10 +38,11 @@ def load_network(path, device='cpu'):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise NetworkFileError(f"network file '{path}' does not exist or is not a file")
+    budget = AllocationBudget(path)
     if zipfile.is_zipfile(path):
-        result = _load_checkpoint(path)
+        result = _load_checkpoint(path, budget)
     else:
-        result = _load_release_pickle(path)
+        result = _load_release_pickle(path, budget)
     for key in NETWORK_KEYS:
         if key in result:
             result[key] = result[key].to(device).eval().requires_grad_(False)
@@ -66,15 +72,18 @@ def network_record(module):
     }
 
 
-def build_network(record, what):
-    """Rebuild a network from `network_record`'s dict; `what` names it in error messages."""
+def build_network(record, what, budget=None):
+    """Rebuild a network from `network_record`'s dict; `what` names it in error messages; `budget`
+    (an `AllocationBudget`, for a record read from a file) is charged before it is allocated."""
     architecture = record.get('architecture') if isinstance(record, dict) else None
-    if architecture not in networks.ARCHITECTURES:
+    if not isinstance(architecture, str) or architecture not in networks.ARCHITECTURES:
         raise NetworkFileError(
             f"{what} has architecture {architecture!r}; this project builds {sorted(networks.ARCHITECTURES)}")
-    module = _construct(networks.ARCHITECTURES[architecture], record.get('init_kwargs') or {}, what)
-    load_state_strictly(module, record.get('state_dict') or {}, what)
-    return module
+    state_dict = record.get('state_dict') or {}
+    if not isinstance(state_dict, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in state_dict.items()):
+        raise NetworkFileError(f"{what}'s state_dict is not a dict of names to tensors; the file is damaged")
+    return _construct(networks.ARCHITECTURES[architecture], record.get('init_kwargs') or {}, state_dict, what, budget)
 
 
 def atomic_torch_save(obj, path):
@@ -84,39 +93,50 @@ def atomic_torch_save(obj, path):
 
 def load_state_strictly(module, state_dict, what):
     """`module.load_state_dict(strict=True)`, with shape and key mismatches told in one sentence."""
-    expected = module.state_dict()
+    check_state_fits(type(module).__name__, module.state_dict(), state_dict, what)
+    with torch.no_grad():
+        module.load_state_dict(state_dict, strict=True)
+
+
+def check_state_fits(class_name, expected, state_dict, what):
+    """Refuse `state_dict` unless its keys and shapes are those of `expected` (tensors or (shape, dtype))."""
+    def shape(value):
+        return tuple(value[0]) if isinstance(value, tuple) else tuple(value.shape)
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}' for k, v in expected.items()
-                  if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    mismatched = [f'{k} {tuple(state_dict[k].shape)} vs {shape(v)}' for k, v in expected.items()
+                  if k in state_dict and tuple(state_dict[k].shape) != shape(v)]
     if missing or unexpected or mismatched:
         problems = []
         for label, items in (('missing', missing), ('unexpected', unexpected), ('wrong shape (file vs built)', mismatched)):
             if items:
                 problems.append(f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}")
         raise NetworkFileError(
-            f"{what}'s weights do not fit a {type(module).__name__} built from its own arguments "
+            f"{what}'s weights do not fit a {class_name} built from its own arguments "
             f"({'; '.join(problems)}), so the file holds another architecture or is damaged")
-    with torch.no_grad():
-        module.load_state_dict(state_dict, strict=True)
 
 
-def _construct(cls, kwargs, what):
+def _construct(cls, kwargs, state_dict, what, budget):
+    """`cls(**kwargs)` with `state_dict` loaded, allocated only once the arguments are within limits,
+    a storage-less build's shapes match `state_dict` and its bytes fit `budget`."""
+    check_network_args(kwargs, what)
     try:
-        return cls(**kwargs)
-    except (TypeError, ValueError, AssertionError) as error:
+        shapes = shapes_without_storage(cls, kwargs)
+    except (TypeError, ValueError, AssertionError, IndexError, KeyError, RuntimeError, ZeroDivisionError) as error:
         raise NetworkFileError(
             f"{what} cannot be built as {cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__} "
             f"from its arguments {kwargs} ({type(error).__name__}: {error})") from None
+    check_state_fits(cls.__name__, shapes, state_dict, what)
+    if budget is not None:
+        budget.charge(shapes, what)
+    module = cls(**kwargs)
+    with torch.no_grad():
+        module.load_state_dict(state_dict, strict=True)
+    return module
 
 
-def _load_checkpoint(path):
-    try:
-        payload = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:  # a damaged zip or a torch.save file holding non-allowlisted objects
-        raise NetworkFileError(
-            f"'{path}' is a torch.save file that cannot be read safely ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); expected a checkpoint written by this project") from None
+def _load_checkpoint(path, budget):
+    payload = load_torch_file(path, 'expected a checkpoint written by this project')
     if not isinstance(payload, dict) or payload.get('format') != CHECKPOINT_FORMAT:
         raise NetworkFileError(
             f"'{path}' is a torch.save file but not a checkpoint of this project (no format "
@@ -124,19 +144,19 @@ def _load_checkpoint(path):
     if payload.get('version') != CHECKPOINT_VERSION:
         raise NetworkFileError(
             f"'{path}' is checkpoint version {payload.get('version')!r}; this project reads version {CHECKPOINT_VERSION}")
-    result = {key: build_network(record, f"{key} in '{path}'")
+    result = {key: build_network(record, f"{key} in '{path}'", budget)
               for key, record in (payload.get('networks') or {}).items() if key in NETWORK_KEYS}
     result['augment_p'] = payload.get('augment_p')
     result['training_set_kwargs'] = payload.get('training_set_kwargs')
     return result
 
 
-def _load_release_pickle(path):
+def _load_release_pickle(path, budget):
     data = read_release_pickle(path)
     result = {}
     for key in NETWORK_KEYS:
         if isinstance(data.get(key), ReleaseObject):
-            result[key] = _build_release_network(data[key], f"{key} in '{path}'")
+            result[key] = _build_release_network(data[key], f"{key} in '{path}'", budget)
     augment_pipe = data.get('augment_pipe')
     result['augment_p'] = None
     if isinstance(augment_pipe, ReleaseObject) and 'p' in augment_pipe.state_dict():
@@ -146,7 +166,7 @@ def _load_release_pickle(path):
     return result
 
 
-def _build_release_network(record, what):
+def _build_release_network(record, what, budget=None):
     """Map a release persistence record to this project's class by class name and structure."""
     if record.class_name == 'Generator':
         synthesis = record.submodules.get('synthesis')
@@ -158,10 +178,7 @@ def _build_release_network(record, what):
         raise NetworkFileError(
             f"{what} is a release '{record.class_name}', which this project does not import; "
             f"it imports the releases' Generator and Discriminator")
-    kwargs = _release_kwargs(cls, record)
-    module = _construct(cls, kwargs, what)
-    load_state_strictly(module, record.state_dict(), what)
-    return module
+    return _construct(cls, _release_kwargs(cls, record), record.state_dict(), what, budget)
 
 
 def _release_kwargs(cls, record):

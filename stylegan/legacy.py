@@ -12,14 +12,18 @@ project's networks from those records is `stylegan.checkpoint`'s job.
 """
 import collections
 import io
+import math
+import os
 import pickle
 
 import numpy as np
 import torch
 
+from stylegan.safeload import NetworkFileError, check_pickle_nesting, check_view, walk_checked
 
-class NetworkFileError(ValueError):
-    """A network file that cannot be loaded; the message is one sentence naming the problem."""
+# A release pickle's size limit: the largest releases (1024x1024 StyleGAN3 with G, D, G_ema) are
+# under 1 GB, and the whole file is read once to scan its opcodes before unpickling.
+MAX_RELEASE_PICKLE_BYTES = 4 << 30
 
 
 class ReleaseObject:
@@ -91,36 +95,167 @@ def _reconstruct_persistent_obj(meta):
     return ReleaseObject(meta['class_name'], meta['state'])
 
 
+# --- tensors: storages rebuilt from the bytes present, views checked against them ----------------------
+
+LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c  # torch.save's legacy (non-zip) format
+LEGACY_PROTOCOL_VERSION = 1001
+_LEGACY_STORAGE_DTYPES = {
+    'FloatStorage': torch.float32, 'DoubleStorage': torch.float64, 'HalfStorage': torch.float16,
+    'BFloat16Storage': torch.bfloat16, 'LongStorage': torch.int64, 'IntStorage': torch.int32,
+    'ShortStorage': torch.int16, 'CharStorage': torch.int8, 'ByteStorage': torch.uint8,
+    'BoolStorage': torch.bool, 'UntypedStorage': torch.uint8}
+
+
+class LoadedStorage:
+    """A storage of a release pickle: a 1-d tensor over exactly the bytes the file holds for it.
+    Tensors are views of it, checked to stay inside; it is never resized."""
+
+    def __init__(self, flat):
+        self.flat = flat  # [numel] of the storage's dtype
+
+
+class _LegacyStorageUnpickler(pickle.Unpickler):
+    """The pickles of one embedded torch.save legacy file: numbers, the system info, one storage's
+    persistent id (naming its storage class) and its key list. No other global resolves."""
+
+    def find_class(self, module, name):
+        if module == 'torch' and name in _LEGACY_STORAGE_DTYPES:
+            return _LEGACY_STORAGE_DTYPES[name]
+        raise pickle.UnpicklingError(f"an embedded storage references '{module}.{name}', not a torch storage type")
+
+    def persistent_load(self, pid):
+        return pid
+
+
 def _storage_from_bytes(data):
-    # torch.storage._load_from_bytes calls torch.load(weights_only=False) on the embedded bytes,
-    # a second door to code execution; weights_only=True reads the same storages.
-    return torch.load(io.BytesIO(data), weights_only=True)
+    """Read the storage `torch.storage._load_from_bytes(data)` would, without torch.load: a release
+    pickle embeds each storage as a torch.save legacy file, i.e. the pickles magic number, protocol
+    version, system info, persistent id ('storage', <dtype class>, key, location, numel, view
+    metadata) and [key], then an int64 element count and the raw bytes. The storage is built from
+    the bytes present, so a claimed size can neither allocate nor read past them."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise pickle.UnpicklingError('an embedded storage is not bytes')
+    stream = io.BytesIO(data)
+    header = []
+    for _ in range(5):
+        position = stream.tell()
+        check_pickle_nesting(stream, 'an embedded storage', limit=8)  # reads up to the pickle's STOP
+        stream.seek(position)
+        header.append(_LegacyStorageUnpickler(stream).load())
+    magic, protocol, sys_info, pid, keys = header
+    if (magic != LEGACY_MAGIC_NUMBER or protocol != LEGACY_PROTOCOL_VERSION or not isinstance(sys_info, dict)
+            or sys_info.get('little_endian') is not True):
+        raise pickle.UnpicklingError('an embedded storage is not a little-endian torch.save legacy file')
+    if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == 'storage' and isinstance(pid[1], torch.dtype)
+            and pid[5] is None and keys == [pid[2]] and isinstance(pid[4], int) and pid[4] >= 0):
+        raise pickle.UnpicklingError('an embedded storage has no valid storage record')
+    dtype, numel = pid[1], pid[4]
+    count = int.from_bytes(stream.read(8), 'little', signed=True)
+    raw = stream.read(numel * dtype.itemsize)
+    if count != numel or len(raw) != numel * dtype.itemsize:
+        raise NetworkFileError(f"an embedded storage claims {numel} elements of {dtype} but holds "
+                               f"{max(len(raw), 0) // dtype.itemsize}; the file is truncated or crafted")
+    flat = torch.frombuffer(bytearray(raw), dtype=dtype) if numel else torch.empty([0], dtype=dtype)
+    return LoadedStorage(flat)
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     # Hooks are callables run at backward time; a network file has no business carrying any.
-    return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, collections.OrderedDict())
+    # torch's own rebuild calls set_() on the storage, which grows a resizable storage to fit any
+    # claimed size (uninitialised memory); here the view must lie inside the bytes read.
+    if not isinstance(storage, LoadedStorage):
+        raise pickle.UnpicklingError('a tensor is rebuilt from something other than a stored storage')
+    size, stride = tuple(size), tuple(stride)
+    check_view(storage.flat.numel(), storage_offset, size, stride, 'a tensor of the pickle')
+    return storage.flat.as_strided(size, stride, storage_offset)
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks=None, *unused_state):
-    return torch.nn.Parameter(data, requires_grad)
+    if not isinstance(data, torch.Tensor):
+        raise pickle.UnpicklingError('a parameter is rebuilt from something other than a tensor')
+    return torch.nn.Parameter(data, bool(requires_grad))
 
 
 _TORCH_DTYPES = {('torch', name): getattr(torch, name) for name in (
     'float64', 'float32', 'float16', 'bfloat16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool')}
 
 
+# --- numpy: plain numeric arrays and scalars only ------------------------------------------------------
+
+# numpy pickles a dtype as dtype(code, align, copy) and then BUILDs it with a state tuple whose
+# flags can mark any dtype as holding Python objects: an array of raw file bytes would then be
+# read as object pointers (a crash, or worse). So `numpy.dtype` resolves to this record, which
+# becomes a real dtype only for a plain numeric code with a plain state.
+_PLAIN_NUMPY_CODES = frozenset(['b1', 'i1', 'i2', 'i4', 'i8', 'u1', 'u2', 'u4', 'u8', 'f2', 'f4', 'f8'])
+
+
+class NumpyDtypeRecord:
+    def __init__(self, code, align=False, copy=False):
+        self.code, self.state = code, None
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def resolve(self):
+        """The numpy dtype, or UnpicklingError for anything but a plain numeric one."""
+        state = self.state if isinstance(self.state, tuple) else ()
+        order = state[1] if len(state) > 1 else '|'
+        plain_state = len(state) < 5 or all(v is None for v in state[2:5])
+        if self.code not in _PLAIN_NUMPY_CODES or order not in ('<', '>', '|', '=') or not plain_state:
+            raise pickle.UnpicklingError(f"numpy dtype {self.code!r} is not a plain bool, integer or float type")
+        dtype = np.dtype(self.code)
+        return dtype.newbyteorder(order) if order in '<>' else dtype
+
+
+def _plain_bytes(data):
+    # Python-2 pickles read with encoding='latin1' (CIFAR-10) give numpy's raw bytes as str.
+    return data.encode('latin1') if isinstance(data, str) else data
+
+
+class NumpyArrayRecord(np.ndarray):
+    """What `numpy.core.multiarray._reconstruct` gives here: an empty array whose BUILD state is
+    checked (plain dtype, shape matching the bytes present) before numpy sees it."""
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], NumpyDtypeRecord)):
+            raise pickle.UnpicklingError('a numpy array has a malformed state')
+        version, shape, dtype_record, is_fortran, rawdata = state
+        dtype, rawdata = dtype_record.resolve(), _plain_bytes(rawdata)
+        if not (isinstance(shape, tuple) and len(shape) <= 32 and isinstance(rawdata, (bytes, bytearray))
+                and all(isinstance(n, int) and n >= 0 for n in shape)
+                and math.prod(shape) * dtype.itemsize == len(rawdata)):
+            raise pickle.UnpicklingError('a numpy array claims a shape its stored bytes do not fill')
+        super().__setstate__((version, shape, dtype, bool(is_fortran), rawdata))
+
+
 def numpy_reconstruct(subtype, shape, dtype):
-    """numpy's array rebuilder for restricted unpicklers: plain ndarrays only, no subclasses."""
+    """numpy's array rebuilder for restricted unpicklers: plain ndarrays only, no subclasses; numpy
+    always pickles the placeholder with shape (0,), the real shape comes with the bytes."""
     if subtype is not np.ndarray:
         raise pickle.UnpicklingError('numpy arrays in a pickle read here must be plain ndarrays')
-    return np.ndarray.__new__(np.ndarray, shape, dtype)
+    if not isinstance(shape, tuple) or shape != (0,):
+        raise pickle.UnpicklingError('a numpy array placeholder must have the shape (0,) numpy pickles')
+    return NumpyArrayRecord.__new__(NumpyArrayRecord, (0,), np.uint8)
 
 
 def _numpy_scalar(dtype, data=None):
-    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+    if not isinstance(dtype, NumpyDtypeRecord):
         raise pickle.UnpicklingError('numpy scalars in a network pickle must have a plain numeric dtype')
+    dtype, data = dtype.resolve(), _plain_bytes(data)
+    if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
+        raise pickle.UnpicklingError(f'a numpy {dtype} scalar is not stored in {dtype.itemsize} bytes')
     return np.frombuffer(data, dtype=dtype, count=1)[0]
+
+
+# The numpy globals a restricted unpickler may resolve (release pickles, CIFAR-10 batches).
+NUMPY_GLOBALS = {
+    ('numpy', 'dtype'): NumpyDtypeRecord,
+    ('numpy', 'ndarray'): np.ndarray,
+    ('numpy.core.multiarray', '_reconstruct'): numpy_reconstruct,
+    ('numpy._core.multiarray', '_reconstruct'): numpy_reconstruct,
+    ('numpy.core.multiarray', 'scalar'): _numpy_scalar,
+    ('numpy._core.multiarray', 'scalar'): _numpy_scalar,
+}
 
 
 ALLOWED_GLOBALS = {
@@ -134,12 +269,7 @@ ALLOWED_GLOBALS = {
     ('torch._utils', '_rebuild_parameter_with_state'): _rebuild_parameter,
     ('torch.storage', '_load_from_bytes'): _storage_from_bytes,
     ('torch', 'Size'): torch.Size,
-    ('numpy', 'dtype'): np.dtype,
-    ('numpy', 'ndarray'): np.ndarray,
-    ('numpy.core.multiarray', '_reconstruct'): numpy_reconstruct,
-    ('numpy._core.multiarray', '_reconstruct'): numpy_reconstruct,
-    ('numpy.core.multiarray', 'scalar'): _numpy_scalar,
-    ('numpy._core.multiarray', 'scalar'): _numpy_scalar,
+    **NUMPY_GLOBALS,
     **_TORCH_DTYPES,
 }
 
@@ -162,18 +292,30 @@ def read_release_pickle(path):
     """Unpickle a release network pickle into plain data: a dict whose networks
     (`G`, `D`, `G_ema`, `augment_pipe`) are `ReleaseObject` records. Raises `NetworkFileError`."""
     try:
+        size = os.path.getsize(path)
+        if size > MAX_RELEASE_PICKLE_BYTES:
+            raise NetworkFileError(f"it is {size} bytes, more than the {MAX_RELEASE_PICKLE_BYTES} bytes of the "
+                                   f"largest release pickle this loader reads")
         with open(path, 'rb') as file:
-            data = _ReleaseUnpickler(file).load()
+            data = file.read(MAX_RELEASE_PICKLE_BYTES + 1)
+        check_pickle_nesting(data, 'the pickle')
+        data = _ReleaseUnpickler(io.BytesIO(data)).load()
+        walk_checked(data, 'the pickle', _walk_release_object)
     except NetworkFileError as error:
         raise NetworkFileError(f"'{path}': {error}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, RuntimeError, MemoryError, UnicodeDecodeError) as error:
+            KeyError, RuntimeError, MemoryError, UnicodeDecodeError, OverflowError) as error:
         raise NetworkFileError(
             f"'{path}' is truncated or not a network pickle ({type(error).__name__}: {error}); expected a "
             f"StyleGAN2-ADA/StyleGAN3 release pickle or a checkpoint written by this project") from None
     if not isinstance(data, dict) or not any(isinstance(data.get(k), ReleaseObject) for k in ('G', 'D', 'G_ema')):
-        kind = f"a dict with keys {sorted(map(str, data))}" if isinstance(data, dict) else f"a {type(data).__name__}"
+        kind = f"a dict with keys {sorted(map(str, data))[:10]}" if isinstance(data, dict) else f"a {type(data).__name__}"
         raise NetworkFileError(
             f"'{path}' holds {kind}, not networks; expected a dict with 'G', 'D' and 'G_ema' as the "
             f"StyleGAN2-ADA/StyleGAN3 releases write it, or a checkpoint written by this project")
     return data
+
+
+def _walk_release_object(value, walk):
+    if isinstance(value, ReleaseObject):
+        walk(value.__dict__.get('state'))

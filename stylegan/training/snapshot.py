@@ -27,6 +27,7 @@ import torch
 
 from stylegan.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_torch_save, network_record)
 from stylegan.legacy import NetworkFileError
+from stylegan.safeload import load_torch_file
 
 TRAINING_STATE_VERSION = 1
 SNAPSHOT_PATTERN = re.compile(r'^network-snapshot-(\d+)\.pt$')
@@ -110,11 +111,7 @@ def read_checkpoint_payload(path):
         raise NetworkFileError(f"--resume file '{path}' does not exist or is not a file.")
     if not zipfile.is_zipfile(path):
         return None
-    try:
-        payload = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:
-        raise NetworkFileError(f"'{path}' cannot be read as a checkpoint of this project "
-                               f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).") from None
+    payload = load_torch_file(path, 'expected a checkpoint or snapshot written by this project.')
     if not isinstance(payload, dict) or payload.get('format') != CHECKPOINT_FORMAT:
         raise NetworkFileError(f"'{path}' is a torch.save file but not a checkpoint of this project.")
     return payload
