@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import PIL.Image
 
-from stylegan.legacy import numpy_reconstruct
+from stylegan.legacy import NUMPY_GLOBALS
 
 LABELS_FILE = 'dataset.json'
 # A member declaring more bytes than this is not read (a zip bomb would claim gigabytes).
@@ -155,10 +155,8 @@ CIFAR10_BATCHES = [f'cifar-10-batches-py/data_batch_{i}' for i in range(1, 6)]
 class _ArrayOnlyUnpickler(pickle.Unpickler):
     """CIFAR-10's batches are pickles of a dict of numpy arrays and lists; nothing else may load,
     so that a tampered tarball cannot run code."""
-    allowed = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
-               ('_codecs', 'encode'): codecs.encode,  # how protocol-2 pickles of Python 3 spell bytes
-               ('numpy.core.multiarray', '_reconstruct'): numpy_reconstruct,
-               ('numpy._core.multiarray', '_reconstruct'): numpy_reconstruct}
+    allowed = {('_codecs', 'encode'): codecs.encode,  # how protocol-2 pickles of Python 3 spell bytes
+               **NUMPY_GLOBALS}  # plain numeric dtypes and arrays whose bytes fill their shape
 
     def find_class(self, module, name):
         if (module, name) not in self.allowed:
