@@ -216,7 +216,7 @@ def test_200_requests_from_20_clients_each_get_a_correct_png_or_503(network, cap
     G = stylegan.load_network(network)['G_ema']
     seeds, psis = list(range(200)), [(1.0, 0.5, 0.8, 0.7)[i % 4] for i in range(200)]
     queries = [f'seeds={seed}&trunc={psi}&class={seed % 3}' for seed, psi in zip(seeds, psis)]
-    app = create_app(str(network), ServeOptions(max_queue=8, max_batch=8))
+    app = create_app(str(network), ServeOptions(devices=('cpu', 'cpu'), max_queue=8, max_batch=8))  # two workers
     with BackgroundServer(app) as running:
         answers, seconds = run_load(running.url, queries, clients=20)
         assert fetch(f'{running.url}/info')[0] == 200  # still up

@@ -62,6 +62,16 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
+# The bytes behind the Download button (base64), read the way the browser would save them.
+DOWNLOADED_BYTES = """
+    const done = arguments[arguments.length - 1];
+    fetch(document.getElementById('download').href).then((r) => r.blob()).then((blob) => {
+        const reader = new FileReader();
+        reader.onload = () => done(reader.result.split(',', 2)[1]);
+        reader.readAsDataURL(blob);
+    });"""
+
+
 def settled(driver):
     """Wait until the page shows the image (or error) of its current controls; returns that query."""
     WebDriverWait(driver, 60).until(lambda d: d.execute_script(
@@ -115,6 +125,10 @@ def test_the_explorer_follows_its_controls_in_headless_chromium(server, browser,
     seed.send_keys('42')
     query, typed = assert_shows_api_image(browser, server)
     assert urllib.parse.parse_qs(query)['seeds'] == ['42'] and np.abs(typed - next_seed).mean() > 1
+    download = browser.find_element(By.ID, 'download')
+    assert download.get_attribute('download') == 'seed0042.png'
+    saved = PIL.Image.open(io.BytesIO(base64.b64decode(browser.execute_async_script(DOWNLOADED_BYTES))))
+    assert saved.text['seed'] == '42' and saved.text['truncation-psi'] == '0.7' and len(saved.text['network-sha256']) == 64
 
     Select(browser.find_element(By.ID, 'view')).select_by_value('mix')
     mix_seed = browser.find_element(By.ID, 'mix-seed')
