@@ -7,12 +7,13 @@
     data/          datasets: reading them, and the dataset tool that makes them
     training/      options, the loop, loss, ADA, snapshots, ranks, the training monitor
     generate.py    images, grids, interpolations, style mixing (behind the top-level generate.py)
+    projector.py   the W of a real image, the release's projector (behind the top-level projector.py)
     watermark.py   the invisible provenance mark;  demo.py  `make demo`
     dataset_tool.py  `python -m stylegan.dataset_tool` (code in data/tool.py)
 
 Layers, lowest first; a module imports only from its own layer or lower ones:
 `ops` -> `networks` -> `legacy`, `checkpoint`, `files`, `durations` -> `data` -> `metrics` ->
-`training` -> the tools (`generate`, `watermark`, `demo`, `dataset_tool`). Networks and ops know
+`training` -> the tools (`generate`, `projector`, `watermark`, `demo`, `dataset_tool`). Networks and ops know
 nothing of training; nothing imports the command-line scripts.
 """
 from stylegan.checkpoint import load_network, save_network
