@@ -51,7 +51,7 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np
     fd = upfirdn2d_module._filter_or_identity(fd, x.device)
     middle = output_size(x.shape[2:], fu, (up, up), (1, 1), padding)
     output_size(middle, fd, (1, 1), (down, down), (0, 0, 0, 0))  # validates before tracing the op
-    y, _codes = torch.ops.stylegan.filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope,
+    y, _record = torch.ops.stylegan.filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope,
                                                   -1.0 if clamp is None else clamp, bool(flip_filter))
     return y
 
@@ -103,14 +103,17 @@ def _check_arguments(x, b, up, down, padding, gain, slope, clamp):
 
 
 # ----------------------------------------------------------------------------------------------
-# The registered op `torch.ops.stylegan.filtered_lrelu`. It runs as two stages, each one
-# upfirdn2d with an epilogue (ops/upfirdn2d.cu on CUDA, the same steps in PyTorch elsewhere):
-#   stage 1  [N, C, H, W] -> [N, C, Hm, Wm]: bias, upsample by `up` with fu (gain up^2), then
-#            clamp(lrelu(v) * gain), recording per element whether v > 0 and whether it clamped;
-#   stage 2  [N, C, Hm, Wm] -> [N, C, Ho, Wo]: filter fd, downsample by `down`.
-# Given those codes the map is linear, and its gradient is the same two stages on the adjoint
-# geometry (filters swapped and flipped) with the codes as a mask: `filtered_lrelu_masked`.
-# The adjoint of that is the masked forward again, so every order of gradient is available.
+# The registered op `torch.ops.stylegan.filtered_lrelu`: two stages around the leaky ReLU,
+#   stage 1  [N, C, H, W] -> middle [N, C, Hm, Wm]: bias, upsample by `up` with fu (gain up^2),
+#            then clamp(lrelu(v) * gain), recording per element whether v > 0 and whether it
+#            clamped: 2 bits per middle element, packed 16 per int32 word (the record);
+#   stage 2  middle -> [N, C, Ho, Wo]: filter fd, downsample by `down`.
+# On CUDA (and the emulated build) both stages and the activation are ONE kernel
+# (ops/filtered_lrelu.cu) and the middle never reaches memory; elsewhere the same steps run in
+# PyTorch. Given the record the map is linear, and its gradient is the same two stages on the
+# adjoint geometry (filters swapped and flipped) times the recorded derivative:
+# `filtered_lrelu_masked`, whose adjoint is the masked op on the forward geometry again, so
+# every order of gradient is available and each reads the 2-bit record, nothing larger.
 # A stage is [up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1].
 
 def _stage(up, down, padding):
@@ -123,6 +126,26 @@ def _geometry(stage):
 
 def _adjoint_stage(stage, in_size, out_size, f):
     return _stage(*adjoint_geometry(in_size, out_size, f, *_geometry(stage)))
+
+
+_CODE_SHIFTS = torch.arange(0, 2 * kernels_module.CODES_PER_WORD, 2)
+
+
+def pack_codes(codes):
+    """int8 codes [N, C, Hm, Wm] -> the int32 record [ceil(numel / 16)] (2 bits each, element
+    e in word e // 16 at bits 2 * (e % 16), as ops/filtered_lrelu.cu packs them)."""
+    flat = codes.reshape(-1).to(torch.int64)
+    flat = F.pad(flat, [0, -flat.numel() % kernels_module.CODES_PER_WORD]).reshape(-1, kernels_module.CODES_PER_WORD)
+    words = (flat << _CODE_SHIFTS.to(flat.device)).sum(1)  # disjoint bits: the sum is their OR, < 2^32
+    return torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32)
+
+
+def unpack_codes(record, shape):
+    """The int32 record -> int64 codes of `shape` (inverse of pack_codes)."""
+    words = record.to(torch.int64) & 0xffffffff
+    codes = (words.unsqueeze(1) >> _CODE_SHIFTS.to(record.device)) & 3
+    count = int(np.prod(shape))
+    return codes.reshape(-1)[:count].reshape(shape)
 
 
 def _leaky_relu_epilogue(v, slope, gain, clamp):
@@ -138,41 +161,52 @@ def _leaky_relu_epilogue(v, slope, gain, clamp):
 
 
 def _masked_gain(codes, gain, slope, dtype):
-    """The leaky ReLU's derivative from the codes: {0, gain, gain * slope}[code]."""
-    table = torch.tensor([0.0, gain, gain * slope], dtype=dtype, device=codes.device)
+    """The leaky ReLU's derivative from the codes: {0, gain, gain * slope, 0}[code]."""
+    table = torch.tensor([0.0, gain, gain * slope, 0.0], dtype=dtype, device=codes.device)
     return table[codes.long()]
 
 
-def _two_stages(x, f1, f2, bias, codes, stage1, stage2, gain1, gain2, act_gain, slope, clamp, flip_filter):
-    """Stage 1, then the leaky ReLU epilogue (codes is None) or the masked gain, then stage 2.
-    Returns (y, codes written by the leaky ReLU epilogue or None)."""
-    kernels = kernels_module.fused_kernels_for(x)
-    if kernels is None:
-        if bias is not None:
-            x = x + bias.reshape(1, -1, 1, 1)
-        v = upfirdn2d_module._upfirdn2d_ref(x, f1, *_geometry(stage1), flip_filter=flip_filter, gain=gain1)
-        if codes is None:
-            v, codes_out = _leaky_relu_epilogue(v, slope, act_gain, clamp)
-        else:
-            v, codes_out = v * _masked_gain(codes, act_gain, slope, v.dtype), None
-        y = upfirdn2d_module._upfirdn2d_ref(v, f2, *_geometry(stage2), flip_filter=flip_filter, gain=gain2)
-        return y.contiguous(), codes_out
+def _fused_geometry(stage1, stage2):
+    """(up, down) when the stages fit the fused kernel (stage 1 only upsamples, stage 2 only
+    downsamples, square factors: every stage pair this module builds), else None."""
+    (up1, down1, _), (up2, down2, _) = _geometry(stage1), _geometry(stage2)
+    if up1[0] == up1[1] and down2[0] == down2[1] and tuple(down1) == (1, 1) and tuple(up2) == (1, 1):
+        return up1[0], down2[0]
+    return None
 
-    x = x.contiguous()
-    (up1, down1, pad1), (up2, down2, pad2) = _geometry(stage1), _geometry(stage2)
-    middle_size = output_size(x.shape[2:], f1, up1, down1, pad1)
-    # fp32 intermediate: one rounding at the end instead of one per step as in the reference.
-    middle = torch.empty([x.shape[0], x.shape[1], *middle_size], dtype=torch.float32, device=x.device)
-    codes_out = torch.empty(middle.shape, dtype=torch.int8, device=x.device) if codes is None else None
-    epilogue = kernels_module.EPILOGUE_LEAKY_RELU if codes is None else kernels_module.EPILOGUE_MASKED_GAIN
-    kernels.upfirdn2d(middle, x, kernel_taps(f1, flip_filter, gain1), up=up1, down=down1, pad_x0=pad1[0],
-                      pad_y0=pad1[2], bias=None if bias is None else bias.contiguous(),
-                      codes_in=None if codes is None else codes.contiguous(), codes_out=codes_out,
-                      epilogue=epilogue, slope=slope, gain=act_gain, clamp=clamp)
-    y = x.new_empty([x.shape[0], x.shape[1], *output_size(middle_size, f2, up2, down2, pad2)])
-    kernels.upfirdn2d(y, middle, kernel_taps(f2, flip_filter, gain2), up=up2, down=down2, pad_x0=pad2[0],
-                      pad_y0=pad2[2])
-    return y, codes_out
+
+def _two_stages(x, f1, f2, bias, record, stage1, stage2, gain1, gain2, act_gain, slope, clamp, flip_filter):
+    """Stage 1, then the leaky ReLU epilogue (record is None: forward) or the recorded
+    derivative (masked), then stage 2. Returns (y, the record the forward wrote, or None)."""
+    kernels = kernels_module.fused_kernels_for(x)
+    factors = _fused_geometry(stage1, stage2)
+    middle, out_size = _two_stage_sizes(x, f1, f2, stage1, stage2)
+    shape = [x.shape[0], x.shape[1]]
+    if kernels is not None and factors is not None:
+        (_, _, pad1), (_, _, pad2) = _geometry(stage1), _geometry(stage2)
+        record_out = None
+        if record is None:  # the kernel ORs each block's codes into whole words: start from zero
+            record_out = torch.zeros([kernels_module.record_words(shape + list(middle))], dtype=torch.int32,
+                                     device=x.device)
+        y = x.new_empty(shape + list(out_size))
+        kernels.filtered_lrelu(y, x.contiguous(), None if bias is None else bias.contiguous(),
+                               kernel_taps(f1, flip_filter, gain1), kernel_taps(f2, flip_filter, gain2),
+                               record_out if record is None else record.contiguous(), mid_size=middle,
+                               up=factors[0], down=factors[1], pad1=(pad1[0], pad1[2]), pad2=(pad2[0], pad2[2]),
+                               separable1=f1.ndim == 1, separable2=f2.ndim == 1, masked=record is not None,
+                               slope=slope, gain=act_gain, clamp=clamp)
+        return y, record_out
+
+    if bias is not None:
+        x = x + bias.reshape(1, -1, 1, 1)
+    v = upfirdn2d_module._upfirdn2d_ref(x, f1, *_geometry(stage1), flip_filter=flip_filter, gain=gain1)
+    if record is None:
+        v, codes = _leaky_relu_epilogue(v, slope, act_gain, clamp)
+        record_out = pack_codes(codes)
+    else:
+        v, record_out = v * _masked_gain(unpack_codes(record, v.shape), act_gain, slope, v.dtype), None
+    y = upfirdn2d_module._upfirdn2d_ref(v, f2, *_geometry(stage2), flip_filter=flip_filter, gain=gain2)
+    return y.contiguous(), record_out
 
 
 def _forward_stages(up, down, padding):
@@ -183,17 +217,17 @@ def _forward_stages(up, down, padding):
 def _filtered_lrelu_op(x: torch.Tensor, fu: torch.Tensor, fd: torch.Tensor, b: Optional[torch.Tensor], up: int,
                        down: int, padding: Sequence[int], gain: float, slope: float, clamp: float,
                        flip_filter: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """-> (y [N, C, Ho, Wo], int8 codes [N, C, Hm, Wm] that the backward pass reads)."""
+    """-> (y [N, C, Ho, Wo], the int32 record [ceil(N * C * Hm * Wm / 16)] the backward reads)."""
     stage1, stage2 = _forward_stages(up, down, padding)
     return _two_stages(x, fu, fd, b, None, stage1, stage2, float(up ** 2), 1.0, gain, slope, clamp, flip_filter)
 
 
 @torch.library.custom_op('stylegan::filtered_lrelu_masked', mutates_args=())
-def _filtered_lrelu_masked_op(x: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor, codes: torch.Tensor,
+def _filtered_lrelu_masked_op(x: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor, record: torch.Tensor,
                               stage1: Sequence[int], stage2: Sequence[int], gain1: float, gain2: float,
                               act_gain: float, slope: float, flip_filter: bool) -> torch.Tensor:
-    """Stage 1, times the leaky ReLU's derivative recorded in `codes`, stage 2: linear in x."""
-    y, _ = _two_stages(x, f1, f2, None, codes, stage1, stage2, gain1, gain2, act_gain, slope, -1.0, flip_filter)
+    """Stage 1, times the leaky ReLU's derivative recorded in `record`, stage 2: linear in x."""
+    y, _ = _two_stages(x, f1, f2, None, record, stage1, stage2, gain1, gain2, act_gain, slope, -1.0, flip_filter)
     return y
 
 
@@ -205,28 +239,28 @@ def _two_stage_sizes(x, f1, f2, stage1, stage2):
 @_filtered_lrelu_op.register_fake
 def _filtered_lrelu_fake(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter):
     middle, out = _two_stage_sizes(x, fu, fd, *_forward_stages(up, down, padding))
-    return x.new_empty([x.shape[0], x.shape[1], *out]), x.new_empty([x.shape[0], x.shape[1], *middle],
-                                                                    dtype=torch.int8)
+    words = kernels_module.record_words([x.shape[0], x.shape[1], *middle])
+    return x.new_empty([x.shape[0], x.shape[1], *out]), x.new_empty([words], dtype=torch.int32)
 
 
 @_filtered_lrelu_masked_op.register_fake
-def _filtered_lrelu_masked_fake(x, f1, f2, codes, stage1, stage2, gain1, gain2, act_gain, slope, flip_filter):
+def _filtered_lrelu_masked_fake(x, f1, f2, record, stage1, stage2, gain1, gain2, act_gain, slope, flip_filter):
     _, out = _two_stage_sizes(x, f1, f2, stage1, stage2)
     return x.new_empty([x.shape[0], x.shape[1], *out])
 
 
 def _backward_through_stages(ctx, dy):
     """The masked op on the adjoint geometry: filters swapped, stages reversed, flip toggled."""
-    f1, f2, codes = ctx.saved_tensors
+    f1, f2, record = ctx.saved_tensors
     in_size, middle, out_size = ctx.sizes
     stage1 = _adjoint_stage(ctx.stage2, middle, out_size, f2)
     stage2 = _adjoint_stage(ctx.stage1, in_size, middle, f1)
-    return _filtered_lrelu_masked_op(dy, f2, f1, codes, stage1, stage2, ctx.gain2, ctx.gain1, ctx.act_gain,
+    return _filtered_lrelu_masked_op(dy, f2, f1, record, stage1, stage2, ctx.gain2, ctx.gain1, ctx.act_gain,
                                      ctx.slope, not ctx.flip_filter)
 
 
-def _save_stages(ctx, x, f1, f2, codes, stage1, stage2, gain1, gain2, act_gain, slope, flip_filter):
-    ctx.save_for_backward(f1, f2, codes)
+def _save_stages(ctx, x, f1, f2, record, stage1, stage2, gain1, gain2, act_gain, slope, flip_filter):
+    ctx.save_for_backward(f1, f2, record)  # the 2-bit record: the only activation-sized state kept
     ctx.sizes = (tuple(x.shape[2:]), *_two_stage_sizes(x, f1, f2, stage1, stage2))
     ctx.stage1, ctx.stage2, ctx.gain1, ctx.gain2 = list(stage1), list(stage2), gain1, gain2
     ctx.act_gain, ctx.slope, ctx.flip_filter = act_gain, slope, flip_filter
@@ -239,15 +273,15 @@ def _filtered_lrelu_setup_context(ctx, inputs, output):
     ctx.has_bias = b is not None
 
 
-def _filtered_lrelu_backward(ctx, dy, _d_codes):
+def _filtered_lrelu_backward(ctx, dy, _d_record):
     dx = _backward_through_stages(ctx, dy)
     db = dx.sum([0, 2, 3]) if ctx.has_bias and ctx.needs_input_grad[3] else None
     return dx, None, None, db, None, None, None, None, None, None, None
 
 
 def _filtered_lrelu_masked_setup_context(ctx, inputs, output):
-    x, f1, f2, codes, stage1, stage2, gain1, gain2, act_gain, slope, flip_filter = inputs
-    _save_stages(ctx, x, f1, f2, codes, stage1, stage2, gain1, gain2, act_gain, slope, flip_filter)
+    x, f1, f2, record, stage1, stage2, gain1, gain2, act_gain, slope, flip_filter = inputs
+    _save_stages(ctx, x, f1, f2, record, stage1, stage2, gain1, gain2, act_gain, slope, flip_filter)
 
 
 def _filtered_lrelu_masked_backward(ctx, dy):

@@ -180,14 +180,14 @@ def adjoint_geometry(in_size, out_size, f, up, down, padding):
 
 
 def kernel_taps(f, flip_filter, gain):
-    """The 2-D fp32 taps the CUDA kernel correlates with: a separable filter as its outer
-    product, the gain folded in, flipped unless flip_filter (true convolution)."""
-    f = f.to(torch.float32)
-    taps = torch.outer(f, f) if f.ndim == 1 else f
-    taps = taps * gain
+    """The fp32 taps the CUDA kernels correlate with, the gain folded in, flipped unless
+    flip_filter (true convolution): a 2-D filter as [fh, fw]; a separable (1-D) one as
+    [2 * taps], the x-taps then the y-taps, each scaled by gain ** 0.5 as the reference does.
+    The kernels run a separable filter as two 1-D passes (see ops/upfirdn2d.cu)."""
+    f = f.to(torch.float32) * (gain ** (f.ndim / 2))
     if not flip_filter:
-        taps = taps.flip([0, 1])
-    return taps.contiguous()
+        f = f.flip(list(range(f.ndim)))
+    return (torch.cat([f, f]) if f.ndim == 1 else f).contiguous()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def _upfirdn2d_op(x: torch.Tensor, f: torch.Tensor, up: Sequence[int], down: Seq
     x = x.contiguous()
     out = x.new_empty([x.shape[0], x.shape[1], *output_size(x.shape[2:], f, up, down, padding)])
     kernels.upfirdn2d(out, x, kernel_taps(f, flip_filter, gain), up=up, down=down, pad_x0=padding[0],
-                      pad_y0=padding[2])
+                      pad_y0=padding[2], separable=f.ndim == 1)
     return out
 
 
