@@ -64,6 +64,27 @@ class ReleaseObject:
         return f'ReleaseObject({self.class_name!r})'
 
 
+class TFNetwork:
+    """What a `dnnlib.tflib.network.Network` of a TensorFlow-era pickle (StyleGAN, StyleGAN2) becomes:
+    its pickled state (version, name, static_kwargs, components, build_module_src, build_func_name,
+    variables) as data. The original's `__setstate__` execs `build_module_src`; this one never reads
+    it. `stylegan.legacy_tf` converts the variables."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError('a TensorFlow network is pickled without its state dict')
+        self.state = state
+
+    def __repr__(self):
+        return f"TFNetwork({self.__dict__.get('state', {}).get('name')!r})"
+
+
+def is_tf_pickle(data):
+    """Whether unpickled data is a TensorFlow-era pickle: `(G, D, Gs)` or `Gs` alone."""
+    return isinstance(data, TFNetwork) or (
+        isinstance(data, tuple) and len(data) == 3 and all(isinstance(net, TFNetwork) for net in data))
+
+
 def to_plain(value):
     """Numpy scalars and arrays inside init arguments -> Python numbers and lists, recursively."""
     if isinstance(value, np.generic):
@@ -261,6 +282,7 @@ NUMPY_GLOBALS = {
 ALLOWED_GLOBALS = {
     ('torch_utils.persistence', '_reconstruct_persistent_obj'): _reconstruct_persistent_obj,
     ('dnnlib.util', 'EasyDict'): EasyDict,
+    ('dnnlib.tflib.network', 'Network'): TFNetwork,
     ('collections', 'OrderedDict'): collections.OrderedDict,
     ('builtins', 'set'): set,
     ('builtins', 'frozenset'): frozenset,
@@ -308,6 +330,8 @@ def read_release_pickle(path):
         raise NetworkFileError(
             f"'{path}' is truncated or not a network pickle ({type(error).__name__}: {error}); expected a "
             f"StyleGAN2-ADA/StyleGAN3 release pickle or a checkpoint written by this project") from None
+    if is_tf_pickle(data):
+        return data  # a TensorFlow-era (G, D, Gs) or Gs, for stylegan.legacy_tf
     if not isinstance(data, dict) or not any(isinstance(data.get(k), ReleaseObject) for k in ('G', 'D', 'G_ema')):
         kind = f"a dict with keys {sorted(map(str, data))[:10]}" if isinstance(data, dict) else f"a {type(data).__name__}"
         raise NetworkFileError(
@@ -317,5 +341,5 @@ def read_release_pickle(path):
 
 
 def _walk_release_object(value, walk):
-    if isinstance(value, ReleaseObject):
+    if isinstance(value, (ReleaseObject, TFNetwork)):
         walk(value.__dict__.get('state'))
