@@ -153,6 +153,10 @@ def _load_checkpoint(path, budget):
 
 def _load_release_pickle(path, budget):
     data = read_release_pickle(path)
+    if is_tf_pickle(data):  # TensorFlow-era: converted networks, no augment p or dataset options
+        networks_of_file = {key: build_network(record, f"{key} in '{path}'", budget)
+                            for key, record in tf_network_records(data, path).items()}
+        return dict(networks_of_file, augment_p=None, training_set_kwargs=None)
     result = {}
     for key in NETWORK_KEYS:
         if isinstance(data.get(key), ReleaseObject):
