@@ -134,7 +134,8 @@ def test_nhwc_makes_the_fp16_blocks_channels_last():
     G = stylegan2.Generator(**dict(nhwc.G_kwargs, **small))
     D = stylegan2.Discriminator(**dict(nhwc.D_kwargs, **small))
     # num_fp16_res=4 at 32x32: blocks 8..32 are float16 and channels-last, 4x4 stays float32 and NCHW.
-    assert [G.synthesis.b32.channels_last, G.synthesis.b8.channels_last, G.synthesis.b4.channels_last] == [True, True, False]
+    blocks = (G.synthesis.b32, G.synthesis.b8, G.synthesis.b4)
+    assert [block.channels_last for block in blocks] == [True, True, False]
     assert D.b32.channels_last and D.b8.channels_last
     assert G.synthesis.b32.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     # StyleGAN3's layers have no channels-last variant; its D (a StyleGAN2 D) still gets it.

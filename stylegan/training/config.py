@@ -328,7 +328,8 @@ def resolve_config(options, dataset, run_dir, resume=None, resume_is_snapshot=Fa
     return TrainingConfig(
         run_dir=run_dir, cfg=options.cfg, generator=preset.generator,
         dataset_kwargs=dict(path=options.data, resolution=dataset.resolution, use_labels=options.cond,
-                            max_size=_pick(options.subset, dataset.size), xflip=options.mirror, random_seed=options.seed),
+                            max_size=_pick(options.subset, dataset.size), xflip=options.mirror,
+                            random_seed=options.seed),
         G_kwargs=generator_kwargs(options, preset, dataset, batch, precision),
         D_kwargs=discriminator_kwargs(options, preset, dataset, precision),
         G_opt_kwargs=dict(lr=_pick(options.glr, preset.glr), betas=[0, 0.99], eps=1e-8),
@@ -345,7 +346,8 @@ def resolve_config(options, dataset, run_dir, resume=None, resume_is_snapshot=Fa
         total_kimg=_pick(options.kimg, preset.kimg), kimg_per_tick=options.tick,
         network_snapshot_ticks=options.snap, image_snapshot_ticks=_pick(options.img_snap, options.snap), snapshot_keep=options.snap_keep,
         random_seed=options.seed, metrics=list(options.metrics or []), precision=precision,
-        cudnn_benchmark=not options.nobench, allow_tf32=options.allow_tf32, num_workers=options.workers, device=options.device,
+        cudnn_benchmark=not options.nobench, allow_tf32=options.allow_tf32, num_workers=options.workers,
+        device=options.device,
         resume=resume, max_nonfinite_steps=options.max_nonfinite)
 
 
