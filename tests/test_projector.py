@@ -239,3 +239,32 @@ def test_missing_vgg16_weights_name_the_file_and_the_folder(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert "'vgg16-397923af.pth'" in err and str(empty) in err and err.count('\n') == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize('arguments, message', [
+    (['--seeds', '0', '--projected-w', 'WRONG_SHAPE'], 'exactly one of --seeds and --projected-w'),
+    ([], 'exactly one of --seeds and --projected-w'),
+    (['--projected-w', 'missing.npz'], 'does not exist'),
+    (['--projected-w', 'WRONG_SHAPE'], 'needs w of shape [N, 8, 64]'),
+])
+def test_generate_refuses_a_bad_projected_w_with_one_sentence(arguments, message, tmp_path, capsys):
+    wrong_shape = tmp_path / 'wrong.npz'
+    np.savez(wrong_shape, w=np.zeros([1, 5, 64], np.float32))  # another network's num_ws
+    arguments = [str(wrong_shape) if a == 'WRONG_SHAPE' else str(tmp_path / a) if a.endswith('.npz') else a
+                 for a in arguments]
+    out = tmp_path / 'out'
+    assert generate.main(['--network', RELEASE_SG2, *arguments, '--outdir', str(out)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count('\n') == 1 and 'Traceback' not in err
+    assert not out.exists()
+
+
+def test_projector_script_exits_non_zero_on_a_bad_target_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+    repo = DATA_DIR.parent.parent
+    result = subprocess.run([sys.executable, str(repo / 'projector.py'), '--network', RELEASE_SG2, '--target',
+                             str(tmp_path / 'nope.png'), '--outdir', str(tmp_path / 'out')],
+                            capture_output=True, text=True, cwd=repo)
+    assert result.returncode == 1 and result.stderr.startswith('error: ') and 'Traceback' not in result.stderr
+    assert "'" + str(tmp_path / 'nope.png') + "' does not exist" in result.stderr
