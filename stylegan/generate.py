@@ -37,8 +37,10 @@ class GenerateError(ValueError):
 
 # --- argument parsing ------------------------------------------------------------------------------
 
-def parse_seeds(text):
-    """'0-3,7' -> [0, 1, 2, 3, 7], as the releases parse --seeds (ranges inclusive, order kept)."""
+def parse_seeds(text, limit=None):
+    """'0-3,7' -> [0, 1, 2, 3, 7], as the releases parse --seeds (ranges inclusive, order kept).
+    With `limit`, more seeds than that are refused before any list is built (the server's guard
+    against '0-4000000000')."""
     seeds = []
     for part in text.split(','):
         match = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
@@ -47,6 +49,8 @@ def parse_seeds(text):
         first, last = int(match.group(1)), int(match.group(2) or match.group(1))
         if last < first:
             raise argparse.ArgumentTypeError(f"seed range '{part.strip()}' is backwards; write it as {last}-{first}")
+        if limit is not None and len(seeds) + last - first + 1 > limit:
+            raise argparse.ArgumentTypeError(f"'{text}' lists more than {limit} seeds, the most one request may ask for")
         seeds.extend(range(first, last + 1))
     if any(seed >= 2 ** 32 for seed in seeds):
         raise argparse.ArgumentTypeError(f"seeds must be below 2**32, as numpy's RandomState requires")

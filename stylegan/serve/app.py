@@ -67,9 +67,10 @@ def encode_png(picture, pixels, network):
     return buffer.getvalue()
 
 
-def create_app(network_path, options=ServeOptions(), start_workers=True):
+def create_app(network_path, options=None, start_workers=True):
     """Load one generator per device and build the app; raises `generate.GenerateError` for a bad
     network file. `start_workers=False` leaves `app.state.queue.start()` to the caller (tests)."""
+    options = options or ServeOptions()
     generators = [generate.load_generator(network_path, device) for device in options.devices]
     network = (network_path, generate.file_sha256(network_path))
     queue = GenerationQueue(generators, options.max_queue, options.max_batch, start=start_workers)

@@ -12,6 +12,7 @@ plus `trunc-cutoff`, `class`, `noise-mode`, `translate=X,Y` and `rotate=DEGREES`
 """
 import argparse
 import dataclasses
+import functools
 import math
 import re
 
@@ -88,6 +89,7 @@ def parse_query(query, G, max_images, **option_defaults):
         if names.count(name) > 1:
             raise ParameterError(f"parameter '{name}' was given {names.count(name)} times; give it once.")
     query = dict(items)
+    seeds_up_to_limit = functools.partial(generate.parse_seeds, limit=max_images)
     if 'seeds' not in query:
         raise ParameterError("parameter 'seeds' is missing; give seeds such as seeds=7 or seeds=0-3,7.")
     if 'grid' in query and 'style-mix' in query:
@@ -96,7 +98,7 @@ def parse_query(query, G, max_images, **option_defaults):
         raise ParameterError("'styles' chooses the ws of a style mix; give 'style-mix' with it, or leave it out.")
 
     options = generate.GenerateOptions(
-        seeds=_parsed(query, 'seeds', generate.parse_seeds), outdir='',
+        seeds=_parsed(query, 'seeds', seeds_up_to_limit), outdir='',
         truncation_psi=_parsed(query, 'trunc', _finite_number, 1.0),
         truncation_cutoff=_parsed(query, 'trunc-cutoff', _integer, None),
         class_idx=_parsed(query, 'class', _integer, None),
@@ -104,7 +106,7 @@ def parse_query(query, G, max_images, **option_defaults):
         translate=_parsed(query, 'translate', _finite_pair, (0.0, 0.0)),
         rotate=_parsed(query, 'rotate', _finite_number, 0.0),
         grid=_parsed(query, 'grid', generate.parse_grid, None),
-        style_mix_cols=_parsed(query, 'style-mix', generate.parse_seeds, None),
+        style_mix_cols=_parsed(query, 'style-mix', seeds_up_to_limit, None),
         style_mix_styles=_parsed(query, 'styles', generate.parse_seeds, None),
         **option_defaults)
     if options.grid is None and options.style_mix_cols is None and len(options.seeds) > 1:
@@ -127,7 +129,7 @@ def parse_query(query, G, max_images, **option_defaults):
     return picture
 
 
-def _parsed(query, name, parse, default=...):
+def _parsed(query, name, parse, default=None):
     """`parse(query[name])`, or `default` when absent; a parse failure names the parameter."""
     if name not in query:
         return default
