@@ -233,6 +233,7 @@ def resume(run, path):
     if training_state is None:
         return
     for name, opt in optimizers_of(run.phases).items():
+        snapshots.check_optimizer_state(opt, training_state.get(name), f"{name} in '{path}'")
         opt.load_state_dict(training_state[name])
     if run.ada is not None and training_state.get('ada') is not None:
         run.ada.load_state_dict(training_state['ada'])

@@ -128,6 +128,30 @@ def training_state_of(payload):
     return state
 
 
+def check_optimizer_state(optimizer, state, what):
+    """Refuse an optimizer state_dict that does not fit `optimizer`: other parameter groups or counts,
+    or per-parameter tensors (Adam's exp_avg, exp_avg_sq) of another shape than their parameter.
+    torch's own load_state_dict would take them and fail at the next step, or allocate what the
+    file claims when it casts them."""
+    params = [p for group in optimizer.param_groups for p in group['params']]
+    groups = state.get('param_groups') if isinstance(state, dict) else None
+    per_param = state.get('state') if isinstance(state, dict) else None
+    if (not isinstance(groups, list) or not isinstance(per_param, dict)
+            or len(groups) != len(optimizer.param_groups)
+            or any(not isinstance(g, dict) or not isinstance(g.get('params'), list) or len(g['params']) != len(og['params'])
+                   for g, og in zip(groups, optimizer.param_groups))):
+        raise NetworkFileError(f"{what} is not the state of an optimizer of {len(params)} parameters in "
+                               f"{len(optimizer.param_groups)} group(s), the optimizer this run builds.")
+    for index, entry in per_param.items():
+        if not (isinstance(index, int) and 0 <= index < len(params) and isinstance(entry, dict)):
+            raise NetworkFileError(f"{what} has state for parameter {index!r}; the optimizer has parameters "
+                                   f"0 to {len(params) - 1}.")
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.numel() != 1 and value.shape != params[index].shape:
+                raise NetworkFileError(f"{what}: '{name}' of parameter {index} has shape {list(value.shape)}, "
+                                       f"its parameter {list(params[index].shape)}; the snapshot is of another network.")
+
+
 def find_latest_snapshot(outdir):
     """The newest snapshot under `outdir`: highest run number, then highest kimg. None if there is none.
     Temporary files of interrupted writes (`*.tmp`) are never candidates."""
