@@ -50,7 +50,7 @@ def parse_seeds(text, limit=None):
         if last < first:
             raise argparse.ArgumentTypeError(f"seed range '{part.strip()}' is backwards; write it as {last}-{first}")
         if limit is not None and len(seeds) + last - first + 1 > limit:
-            raise argparse.ArgumentTypeError(f"'{text}' lists more than {limit} seeds, the most one request may ask for")
+            raise argparse.ArgumentTypeError(f"'{text}' lists more than {limit} numbers; give at most {limit}")
         seeds.extend(range(first, last + 1))
     if any(seed >= 2 ** 32 for seed in seeds):
         raise argparse.ArgumentTypeError(f"seeds must be below 2**32, as numpy's RandomState requires")

@@ -115,7 +115,8 @@ def test_stylegan3_translate_and_rotate_are_generate_py_s(tmp_path):
     ('seeds=1&class=x', 400, "class: 'x' is not a whole number"),
     ('seeds=0-3&grid=3x3&class=0', 400, 'grid=3x3 has 9 cells but 4 seeds'),
     ('seeds=0-7&style-mix=8-14&class=0', 400, 'needs 71 images; the server makes at most 64'),
-    ('seeds=0-4000000000&class=0', 400, "'0-4000000000' lists more than 64 seeds"),  # refused before listing
+    ('seeds=0-4000000000&class=0', 400, "seeds: '0-4000000000' lists more than 64 numbers"),  # before listing them
+    ('seeds=1&style-mix=2&styles=0-4000000000&class=0', 400, "styles: '0-4000000000' lists more than 64 numbers"),
     ('seeds=1&noise-mode=loud&class=0', 400, 'give one of const, random, none'),
     ('seeds=1&psi=0.5&class=0', 400, "unknown parameter 'psi'"),
     ('seeds=1&seeds=2&class=0', 400, "'seeds' was given 2 times"),

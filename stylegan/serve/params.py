@@ -89,7 +89,7 @@ def parse_query(query, G, max_images, **option_defaults):
         if names.count(name) > 1:
             raise ParameterError(f"parameter '{name}' was given {names.count(name)} times; give it once.")
     query = dict(items)
-    seeds_up_to_limit = functools.partial(generate.parse_seeds, limit=max_images)
+    seeds_up_to_limit = functools.partial(generate.parse_seeds, limit=max_images)  # no 0-4000000000 lists
     if 'seeds' not in query:
         raise ParameterError("parameter 'seeds' is missing; give seeds such as seeds=7 or seeds=0-3,7.")
     if 'grid' in query and 'style-mix' in query:
@@ -107,7 +107,7 @@ def parse_query(query, G, max_images, **option_defaults):
         rotate=_parsed(query, 'rotate', _finite_number, 0.0),
         grid=_parsed(query, 'grid', generate.parse_grid, None),
         style_mix_cols=_parsed(query, 'style-mix', seeds_up_to_limit, None),
-        style_mix_styles=_parsed(query, 'styles', generate.parse_seeds, None),
+        style_mix_styles=_parsed(query, 'styles', seeds_up_to_limit, None),
         **option_defaults)
     if options.grid is None and options.style_mix_cols is None and len(options.seeds) > 1:
         options.grid = (1, len(options.seeds))  # several seeds and no grid: one row
