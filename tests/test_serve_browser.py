@@ -155,6 +155,12 @@ def test_the_explorer_follows_its_controls_in_headless_chromium(server, browser,
     assert urllib.parse.parse_qs(query)['seeds'] == ['39-47']
     assert browser.find_element(By.ID, 'seed').get_attribute('value') == '43'
 
+    seed.send_keys(Keys.CONTROL, 'a')
+    seed.send_keys('4294967296')  # one past numpy's seeds: the server's sentence is shown, the image kept
+    settled(browser)
+    status = browser.find_element(By.ID, 'status')
+    assert 'error' in status.get_attribute('class') and status.text.startswith('400: ') and '2**32' in status.text
+
 
 def test_stylegan3_transform_controls_move_the_image(browser):
     from conftest import DATA_DIR
