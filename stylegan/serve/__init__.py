@@ -6,5 +6,6 @@
 then open http://127.0.0.1:8000/ (the explorer) or ask `GET /generate?seeds=7&trunc=0.7` (a PNG with
 generate.py's provenance chunks) and `GET /info` (the network). `params.py` parses the query,
 `batching.py` queues and batches the work per device, `app.py` is the FastAPI app, `static/` the
-page (plain HTML, CSS and JavaScript: no build step, nothing fetched from elsewhere).
+page (plain HTML, CSS and JavaScript: no build step, nothing fetched from elsewhere), `load.py` the
+load generator of tests/test_serve.py and bench/serve.py.
 """
