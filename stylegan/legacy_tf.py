@@ -48,17 +48,18 @@ def tf_network_records(data, path):
     records = {}
     for key, net in named.items():
         what = f"{key} in '{path}'"
-        _check_version(net, what)
         variables = tf_variables(net, what)
+        _check_version(net, variables, what)
         convert = _convert_discriminator if key == 'D' else _convert_generator
         records[key] = convert(dict(net.state.get('static_kwargs') or {}), variables, what)
     return records
 
 
-def _check_version(net, what):
+def _check_version(net, variables, what):
     version = net.state.get('version')
     func = str(net.state.get('build_func_name'))
-    if func.endswith(('G_style', 'G_synthesis', 'D_basic')) or (isinstance(version, int) and version == 3):
+    # StyleGAN's G_style / G_synthesis / D_basic; its AdaIN layers hold StyleMod variables.
+    if func.endswith(('G_style', 'G_synthesis', 'D_basic')) or any('/StyleMod/' in name for name in variables):
         raise NetworkFileError(
             f"{what} is a StyleGAN (v1) TensorFlow network ({func}, version {version}), whose AdaIN layers "
             f"this project's StyleGAN2 networks cannot represent; convert StyleGAN2 TensorFlow pickles only")
@@ -121,8 +122,13 @@ def _conv_flipped(array):
     return array[::-1, ::-1].transpose(3, 2, 0, 1)   # transposed-convolution kernel, flipped
 
 
-def _generator_rules(r):
+def _scope(match):
+    return f'{match.group(1)}x{match.group(1)}'  # 'b64...' -> TF scope '64x64'
+
+
+def _generator_rules():
     """(regex over this project's state_dict keys, function(match, variables) -> array), in order."""
+    r = _scope
     def conv_rules(layer, tf_layer, noise_index, conv):
         return [
             (rf'synthesis\.b(\d+)\.{layer}\.weight', lambda m, v: conv(v[f'synthesis/{r(m)}/{tf_layer(m)}/weight'])),
@@ -155,7 +161,8 @@ def _generator_rules(r):
     ]
 
 
-def _discriminator_rules(r):
+def _discriminator_rules():
+    r = _scope
     return [
         (r'b(\d+)\.fromrgb\.weight', lambda m, v: _conv(v[f'{r(m)}/FromRGB/weight'])),
         (r'b(\d+)\.fromrgb\.bias', lambda m, v: v[f'{r(m)}/FromRGB/bias']),
@@ -176,10 +183,6 @@ def _discriminator_rules(r):
         (r'b4\.out\.weight', lambda m, v: _dense(v['Output/weight'])),
         (r'b4\.out\.bias', lambda m, v: v['Output/bias']),
     ]
-
-
-def _resolution_scope(match):
-    return f'{match.group(1)}x{match.group(1)}'  # 'b64...' -> TF scope '64x64'
 
 
 def _generator_kwargs(kwarg):
@@ -230,7 +233,7 @@ def _convert_generator(static_kwargs, variables, what):
     if 'mapping/LabelConcat/weight' in variables:
         raise NetworkFileError(f"{what} concatenates labels to z (the original StyleGAN2's conditioning), which "
                                f"this project's label embedding cannot represent")
-    return _record('stylegan2.Generator', kwargs, _generator_rules(_resolution_scope), variables, what)
+    return _record('stylegan2.Generator', kwargs, _generator_rules(), variables, what)
 
 
 def _convert_discriminator(static_kwargs, variables, what):
@@ -238,7 +241,7 @@ def _convert_discriminator(static_kwargs, variables, what):
     kwargs = _discriminator_kwargs(kwarg)
     kwarg.check_all_used()
     _refuse_progressive(variables, 'FromRGB', what)
-    return _record('stylegan2.Discriminator', kwargs, _discriminator_rules(_resolution_scope), variables, what)
+    return _record('stylegan2.Discriminator', kwargs, _discriminator_rules(), variables, what)
 
 
 def _record(architecture, kwargs, rules, variables, what):
