@@ -2,6 +2,7 @@
 sentence, waiting requests are batched, a full queue answers 503, a slow request 504, and the
 server holds under a bounded load on the loopback address."""
 import io
+import json
 import re
 import signal
 import subprocess
@@ -127,19 +128,18 @@ def test_stylegan3_translate_and_rotate_are_generate_py_s(tmp_path):
 def test_bad_parameters_get_one_4xx_sentence(server, query, status, names):
     answer_status, body, headers = get(server, query)
     assert answer_status == status and headers['content-type'] == 'application/json'
-    error = __import__('json').loads(body)
+    error = json.loads(body)
     assert list(error) == ['error'] and names in error['error']
     assert '\n' not in error['error'] and error['error'].endswith('.')
     assert not re.search(r'--(class|trunc|grid|styles|translate)', error['error'])  # query names, not CLI flags
 
 
-def test_unknown_pages_and_methods_get_a_json_sentence(server):
+def test_unknown_pages_get_a_json_sentence(server):
     status, body, _ = fetch(f'{server.url}/nothing')
     assert status == 404 and b'the server offers /, /info and /generate' in body
 
 
 def test_info_describes_the_network_and_the_page_is_served(server, network):
-    import json
     status, body, _ = fetch(f'{server.url}/info')
     info = json.loads(body)
     assert status == 200 and info['architecture'] == 'StyleGAN2' and info['c_dim'] == 3 and info['num_ws'] == 6
