@@ -9,9 +9,19 @@ uint8 `[C, H, W]` numpy arrays until the training loop moves them to the GPU.
 Opening a dataset reads every image's header (size and mode, no pixel decoding), so a folder of
 mixed sizes or a non-image file fails at once with a sentence naming the file; `verify()` decodes
 every image for a full check.
+
+A dataset may come from anyone, so opening one refuses, with one sentence: a FIFO, device or
+socket among its files (never opened), an encrypted zip member or one compressed with a method
+Python cannot read, a member or `dataset.json` past its size limit, a `dataset.json` nested too
+deeply to parse, labels that are not small non-negative class numbers (below `MAX_LABEL_DIM`) or
+finite vectors of at most `MAX_LABEL_DIM` floats, and an image past Pillow's pixel limit.
+Sub-folders reached through symbolic links are followed, as if copied in; a link that leads back
+to a folder already walked (a loop, or the same folder twice) is refused.
 """
 import json
+import math
 import os
+import stat
 import zipfile
 import zlib
 
@@ -19,13 +29,115 @@ import numpy as np
 import PIL.Image
 import torch
 
+from stylegan.files import file_kind, open_regular_file, read_limited
+
 LABELS_FILE = 'dataset.json'
 CHANNELS_OF_MODE = {'L': 1, 'RGB': 3, 'RGBA': 4}  # PIL modes that map to uint8 [C, H, W]
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+MAX_MEMBER_BYTES = 1 << 30      # one image file; a zip member declaring more is not read
+MAX_LABELS_BYTES = 256 << 20    # dataset.json: ~60 MB for ImageNet's 1.28M images
+MAX_LABEL_DIM = 1 << 16         # classes of an int label, or length of a float label vector
+
+
+def _readable_zip_methods():
+    """{method number: name} of the zip compressions this Python reads (bzip2 and lzma only when
+    their modules were built); others (deflate64, AES, ...) would raise NotImplementedError."""
+    methods = {zipfile.ZIP_STORED: 'stored', zipfile.ZIP_DEFLATED: 'deflate'}
+    for module, method, name in (('bz2', zipfile.ZIP_BZIP2, 'bzip2'), ('lzma', zipfile.ZIP_LZMA, 'lzma')):
+        try:
+            __import__(module)
+            methods[method] = name
+        except ImportError:
+            pass
+    return methods
+
+
+ZIP_METHODS = _readable_zip_methods()
 
 
 class DatasetError(ValueError):
     """A dataset that cannot be used; the message is one sentence naming the problem."""
+
+
+# --- checks shared with the dataset tool's sources ---------------------------------------------------
+
+def list_folder(root):
+    """({'/'-separated relative path of every regular file under `root`}, {path: what it is} of the
+    entries that are not regular files: FIFOs, devices, sockets, dangling links). Linked
+    sub-folders are followed; raises ValueError for a link back to a folder already walked."""
+    files, odd = set(), {}
+    seen = {os.path.realpath(root)}
+    pending = ['']
+    while pending:
+        relative = pending.pop()
+        folder = os.path.join(root, *relative.split('/')) if relative else root
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            name = f'{relative}/{entry.name}' if relative else entry.name
+            try:
+                mode = entry.stat(follow_symlinks=True).st_mode
+            except OSError:
+                odd[name] = 'a dangling link'
+                continue
+            if stat.S_ISDIR(mode):
+                real = os.path.realpath(entry.path)
+                if real in seen:
+                    raise ValueError(f"folder '{name}' leads (through a link) to a folder already walked, "
+                                     f"which would loop or count images twice")
+                seen.add(real)
+                pending.append(name)
+            elif stat.S_ISREG(mode):
+                files.add(name)
+            else:
+                odd[name] = file_kind(mode)
+    return files, odd
+
+
+def zip_member_problem(info, limit=MAX_MEMBER_BYTES):
+    """Why a zip member cannot be read (a phrase), or None."""
+    if info.flag_bits & 0x1:
+        return 'is encrypted, which datasets may not be'
+    if info.compress_type not in ZIP_METHODS:
+        return (f'is compressed with zip method {info.compress_type}, which Python cannot read; '
+                f'accepted are {", ".join(sorted(ZIP_METHODS.values()))}')
+    if info.file_size > limit:
+        return f'declares {info.file_size} bytes, more than the limit of {limit}'
+    return None
+
+
+def parse_labels_json(data):
+    """{file name: label} of a dataset.json's bytes (the releases' `{"labels": [[name, label], ...]}`),
+    or None when its labels are null; raises ValueError naming the problem."""
+    try:
+        entries = json.loads(data)['labels']
+    except RecursionError:
+        raise ValueError('it is nested too deeply to parse') from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f'{type(error).__name__}: {error}') from None
+    if entries is None:
+        return None
+    if not isinstance(entries, list) or not all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
+                                                 for e in entries):
+        raise ValueError('"labels" is not a list of [file name, label] pairs')
+    labels = {}
+    for name, label in entries:
+        problem = label_problem(label)
+        if problem:
+            raise ValueError(f"the label of '{name}' {problem}")
+        labels[name.replace('\\', '/')] = label
+    return labels
+
+
+def label_problem(label):
+    """Why a label is unusable (a phrase), or None: a class must be an int in [0, MAX_LABEL_DIM), a
+    vector a list of at most MAX_LABEL_DIM finite numbers."""
+    if isinstance(label, int) and not isinstance(label, bool):
+        return None if 0 <= label < MAX_LABEL_DIM else f'is {label}; a class is an int in 0 ... {MAX_LABEL_DIM - 1}'
+    if isinstance(label, list):
+        if len(label) > MAX_LABEL_DIM:
+            return f'has {len(label)} values; a label vector has at most {MAX_LABEL_DIM}'
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) and _is_finite(x) for x in label):
+            return None
+    return f'is {str(label)[:40]!r}; a label is a class (int) or a list of finite numbers'
 
 
 def _file_ext(fname):
@@ -35,6 +147,13 @@ def _file_ext(fname):
 def _image_extensions():
     PIL.Image.init()
     return set(PIL.Image.EXTENSION)
+
+
+def _is_finite(number):
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 class _FileSource:
@@ -49,14 +168,21 @@ class _FileSource:
         self._zip_pid = None
         if os.path.isdir(path):
             self.kind = 'dir'
-            self.fnames = {os.path.relpath(os.path.join(root, fname), start=path).replace(os.sep, '/')
-                           for root, _dirs, files in os.walk(path) for fname in files}
+            try:
+                self.fnames, odd = list_folder(path)
+            except (ValueError, OSError) as error:
+                raise DatasetError(f"dataset '{path}' cannot be listed: {error}.") from None
+            if odd:
+                name, kind = sorted(odd.items())[0]
+                raise DatasetError(f"dataset '{path}' holds '{name}', which is {kind}; a dataset folder may hold "
+                                   f"only regular files and folders.")
         elif os.path.isfile(path) and _file_ext(path) == '.zip':
             self.kind = 'zip'
             try:
-                self.fnames = {name for name in self._zip().namelist() if not name.endswith('/')}
+                self.infos = {info.filename: info for info in self._zip().infolist() if not info.is_dir()}
             except (zipfile.BadZipFile, OSError) as error:
                 raise DatasetError(f"dataset '{path}' is not a readable zip file ({error}).") from None
+            self.fnames = set(self.infos)
         elif not os.path.exists(path):
             raise DatasetError(f"dataset path '{path}' does not exist; give a directory of images or a .zip.")
         else:
@@ -68,10 +194,22 @@ class _FileSource:
             self._zip_pid = os.getpid()
         return self._zipfile
 
+    def check_readable(self, fnames, limit=MAX_MEMBER_BYTES):
+        """Refuse (DatasetError) zip members among `fnames` that cannot or may not be read."""
+        for fname in fnames if self.kind == 'zip' else ():
+            problem = zip_member_problem(self.infos[fname], limit)
+            if problem:
+                raise DatasetError(f"'{fname}' in dataset '{self.path}' {problem}.")
+
     def open(self, fname):
         if self.kind == 'dir':
-            return open(os.path.join(self.path, fname), 'rb')
+            return open_regular_file(os.path.join(self.path, *fname.split('/')))
         return self._zip().open(fname, 'r')
+
+    def read(self, fname, limit):
+        """All bytes of one file, at most `limit` (ValueError past it)."""
+        with self.open(fname) as f:
+            return read_limited(f, limit, f"'{fname}'")
 
     def close(self):
         if self._zipfile is not None and self._zip_pid == os.getpid():
@@ -95,6 +233,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self._image_fnames = sorted(f for f in self._source.fnames if _file_ext(f) in extensions)
         if not self._image_fnames:
             raise DatasetError(f"dataset '{self.path}' contains no image files (PNG or JPEG).")
+        self._source.check_readable(self._image_fnames)
         self.image_shape = self._read_image_shape()  # [C, H, W]
         self._check_resolution(resolution)
         self._raw_labels = self._load_raw_labels() if use_labels else None
@@ -106,6 +245,9 @@ class ImageDataset(torch.utils.data.Dataset):
         try:
             with self._source.open(fname) as f, PIL.Image.open(f) as image:
                 size, mode = image.size, image.mode
+        except PIL.Image.DecompressionBombError as error:
+            raise DatasetError(f"image '{fname}' in dataset '{self.path}' is past Pillow's pixel limit, a possible "
+                               f"decompression bomb ({str(error).rstrip('.')}).") from None
         except _DECODE_ERRORS as error:
             raise DatasetError(f"image '{fname}' in dataset '{self.path}' is not a readable image ({error}).") from None
         if mode not in CHANNELS_OF_MODE:
@@ -139,15 +281,14 @@ class ImageDataset(torch.utils.data.Dataset):
         when the dataset has no `dataset.json` or its labels are null."""
         if LABELS_FILE not in self._source.fnames:
             return None
+        self._source.check_readable([LABELS_FILE], MAX_LABELS_BYTES)
         try:
-            with self._source.open(LABELS_FILE) as f:
-                entries = json.load(f)['labels']
-            if entries is None:
-                return None
-            labels_of = {str(fname).replace('\\', '/'): label for fname, label in entries}
-        except (ValueError, KeyError, TypeError) as error:
+            labels_of = parse_labels_json(self._source.read(LABELS_FILE, MAX_LABELS_BYTES))
+        except (ValueError, OSError) as error:
             raise DatasetError(f"'{LABELS_FILE}' of dataset '{self.path}' is not of the form "
-                               f'{{"labels": [["file.png", label], ...]}} ({error}).') from None
+                               f'{{"labels": [["file.png", label], ...]}}: {error}.') from None
+        if labels_of is None:
+            return None
         missing = [f for f in self._image_fnames if f not in labels_of]
         if missing:
             raise DatasetError(f"'{LABELS_FILE}' of dataset '{self.path}' has no label for {len(missing)} "
@@ -181,7 +322,7 @@ class ImageDataset(torch.utils.data.Dataset):
         try:
             with self._source.open(fname) as f, PIL.Image.open(f) as image:
                 pixels = np.array(image)
-        except _DECODE_ERRORS as error:
+        except (*_DECODE_ERRORS, PIL.Image.DecompressionBombError) as error:
             raise DatasetError(f"image '{fname}' in dataset '{self.path}' cannot be decoded ({error}).") from None
         if pixels.ndim == 2:
             pixels = pixels[:, :, np.newaxis]  # [H, W] -> [H, W, 1]

@@ -9,7 +9,6 @@ import codecs
 import dataclasses
 import gzip
 import io
-import json
 import os
 import pickle
 import struct
@@ -20,11 +19,10 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import PIL.Image
 
+from stylegan.data.dataset import (LABELS_FILE, MAX_LABELS_BYTES, MAX_MEMBER_BYTES, list_folder, parse_labels_json,
+                                   zip_member_problem)
+from stylegan.files import open_regular_file, read_limited
 from stylegan.legacy import NUMPY_GLOBALS
-
-LABELS_FILE = 'dataset.json'
-# A member declaring more bytes than this is not read (a zip bomb would claim gigabytes).
-MAX_MEMBER_BYTES = 1 << 30
 
 
 class SourceError(ValueError):
@@ -81,14 +79,13 @@ def _first_component(name):
     return parts[0] if len(parts) > 1 else None
 
 
-def _parse_labels_json(text, where):
-    """{file name: label} from the releases' dataset.json; {} when its labels are null."""
+def _parse_labels_json(read_bytes, where):
+    """{file name: label} from the releases' dataset.json (read by `read_bytes()`); {} when its labels are null."""
     try:
-        entries = json.loads(text)['labels']
-        return {} if entries is None else {str(name).replace('\\', '/'): label for name, label in entries}
-    except (ValueError, KeyError, TypeError) as error:
+        return parse_labels_json(read_bytes()) or {}
+    except (ValueError, OSError) as error:
         raise SourceError(f"'{LABELS_FILE}' in source '{where}' is not of the form "
-                          f'{{"labels": [["file.png", label], ...]}} ({error}).') from None
+                          f'{{"labels": [["file.png", label], ...]}}: {error}.') from None
 
 
 def _decode_bytes(read_bytes):
@@ -106,20 +103,26 @@ def _image_records(names, read_bytes_of, labels):
 
 
 def _folder_source(root):
-    names = sorted(os.path.relpath(os.path.join(folder, fname), root).replace(os.sep, '/')
-                   for folder, _subfolders, fnames in os.walk(root) for fname in fnames)
+    """Images of a folder tree; linked sub-folders are followed (see `list_folder`), and a FIFO,
+    device or socket with an image's name (or dataset.json's) stops the conversion unopened."""
+    try:
+        files, odd = list_folder(root)
+    except (ValueError, OSError) as error:
+        raise SourceError(f"source folder '{root}' cannot be listed: {error}.") from None
+    unreadable = sorted(name for name in odd if _is_image_name(name) or name == LABELS_FILE)
+    if unreadable:
+        raise SourceError(f"source folder '{root}' holds '{unreadable[0]}', which is {odd[unreadable[0]]}; "
+                          f"images must be regular files.")
+    names = sorted(files)
     image_names = [name for name in names if _is_image_name(name)]
+
+    def read_bytes(name, limit=MAX_MEMBER_BYTES):
+        with open_regular_file(os.path.join(root, *name.split('/'))) as f:
+            return read_limited(f, limit, 'the file')
+
     labels = {}
     if LABELS_FILE in names:
-        with open(os.path.join(root, LABELS_FILE), 'rb') as f:
-            labels = _parse_labels_json(f.read(), root)
-
-    def read_bytes(name):
-        file_path = os.path.join(root, *name.split('/'))
-        if os.path.getsize(file_path) > MAX_MEMBER_BYTES:
-            raise OSError(f'file is larger than {MAX_MEMBER_BYTES} bytes')
-        with open(file_path, 'rb') as f:
-            return f.read()
+        labels = _parse_labels_json(lambda: read_bytes(LABELS_FILE, MAX_LABELS_BYTES), root)
 
     return Source(kind='folder', count=len(image_names), default_channels=3, has_json_labels=bool(labels),
                   names=image_names, images=lambda: _image_records(image_names, read_bytes, labels))
@@ -129,18 +132,19 @@ def _zip_source(path):
     try:
         with zipfile.ZipFile(path) as archive:
             infos = {info.filename: info for info in archive.infolist() if not info.is_dir()}
-            labels = _parse_labels_json(archive.read(LABELS_FILE), path) if LABELS_FILE in infos else {}
+            image_names = sorted(name for name in infos if _is_image_name(name))
+            # Encrypted or unreadably compressed members stop the run: they are not damaged images.
+            for name in image_names + ([LABELS_FILE] if LABELS_FILE in infos else []):
+                problem = zip_member_problem(infos[name], MAX_LABELS_BYTES if name == LABELS_FILE else MAX_MEMBER_BYTES)
+                if problem:
+                    raise SourceError(f"'{name}' in source '{path}' {problem}.")
+            labels = _parse_labels_json(lambda: archive.read(LABELS_FILE), path) if LABELS_FILE in infos else {}
     except (zipfile.BadZipFile, OSError) as error:
         raise SourceError(f"source '{path}' is not a readable zip file ({error}).") from None
-    image_names = sorted(name for name in infos if _is_image_name(name))
 
     def images():
         with zipfile.ZipFile(path) as archive:
-            def read_bytes(name):
-                if infos[name].file_size > MAX_MEMBER_BYTES:
-                    raise OSError(f'member declares {infos[name].file_size} bytes, more than {MAX_MEMBER_BYTES}')
-                return archive.read(name)
-            yield from _image_records(image_names, read_bytes, labels)
+            yield from _image_records(image_names, archive.read, labels)
 
     return Source(kind='zip', count=len(image_names), default_channels=3, has_json_labels=bool(labels),
                   names=image_names, images=images)
@@ -165,6 +169,9 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
 
 def _read_cifar10_batch(tar, member_name, where):
+    if tar.getmember(member_name).size > MAX_MEMBER_BYTES:
+        raise SourceError(f"CIFAR-10 tarball '{where}': '{member_name}' declares more than {MAX_MEMBER_BYTES} bytes, "
+                          f"far more than a CIFAR-10 batch (31 MB).")
     try:
         with tar.extractfile(member_name) as f:
             batch = _ArrayOnlyUnpickler(f, encoding='latin1').load()
@@ -198,17 +205,17 @@ IDX_UBYTE = 0x08
 
 
 def _open_maybe_gzip(path):
-    with open(path, 'rb') as f:
+    with open_regular_file(path) as f:
         gzipped = f.read(2) == b'\x1f\x8b'
-    return gzip.open(path, 'rb') if gzipped else open(path, 'rb')
+    return gzip.GzipFile(fileobj=open_regular_file(path), mode='rb') if gzipped else open_regular_file(path)
 
 
 def _read_idx(path):
     """uint8 array of an idx file (the MNIST format: a zero pair, type byte, rank, big-endian dims)."""
     try:
         with _open_maybe_gzip(path) as f:
-            data = f.read()
-    except (OSError, EOFError) as error:
+            data = read_limited(f, MAX_MEMBER_BYTES, 'its content')
+    except (OSError, EOFError, ValueError) as error:
         raise SourceError(f"idx file '{path}' cannot be read ({error}).") from None
     if len(data) < 4 or data[:2] != b'\0\0' or data[2] != IDX_UBYTE:
         raise SourceError(f"'{path}' is not an idx file of unsigned bytes (MNIST format).")
