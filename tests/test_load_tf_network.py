@@ -264,3 +264,31 @@ def test_code_hidden_among_the_variables_is_refused(tmp_path):
     with pytest.raises(NetworkFileError, match="refusing to load it: it references 'posix.system'"):
         load_network(tmp_path / 'evil.pkl')
     assert not (tmp_path / 'marker').exists()
+
+
+def test_a_tf_pickle_resumes_a_stylegan2_run(tmp_path):
+    # Fine-tuning from a TensorFlow-era model: --resume takes the converted weights (tiny preset shapes).
+    from stylegan.training import launch
+    from stylegan.training.config import TrainOptions
+    from stylegan.training.loop import build_run, resume
+    from test_train_helpers import make_image_folder
+    shapes = dict(img_resolution=16, img_channels=3, channel_base=1024, channel_max=64)
+    G = randomized(stylegan2.Generator(z_dim=64, c_dim=0, w_dim=64, mapping_kwargs=dict(num_layers=2), **shapes), 5)
+    D = randomized(stylegan2.Discriminator(c_dim=0, **shapes), 6)
+    tf_sizes = dict(fmap_base=512, fmap_max=64)
+    with fake_tflib() as Network:
+        tf_nets = (tf_generator(Network, G, 'G', latent_size=64, dlatent_size=64, **tf_sizes),
+                   tf_network(Network, 'D', tf_discriminator_variables(D), dict(TF_D_KWARGS, **tf_sizes)),
+                   tf_generator(Network, G, 'Gs', latent_size=64, dlatent_size=64, **tf_sizes))
+        (tmp_path / 'tf.pkl').write_bytes(pickle.dumps(tf_nets, protocol=3))
+    folder = make_image_folder(tmp_path / 'faces', count=4, size=16)
+    options = TrainOptions(outdir=str(tmp_path / 'runs'), cfg='tiny', data=str(folder), device='cpu', workers=0,
+                           metrics=[], resume=str(tmp_path / 'tf.pkl'))
+    config, _options = launch.prepare_training(options)
+    run = build_run(config, rank=0, local_rank=0, options={})
+    resume(run, config.resume)
+    run.monitor.close()
+    for key, reference in (('G', G), ('G_ema', G), ('D', D)):
+        ours = getattr(run, key).state_dict()
+        for name, value in reference.state_dict().items():
+            assert torch.allclose(ours[name], value, rtol=0, atol=1e-6), (key, name)  # mod_bias - 1 + 1 rounds
