@@ -174,7 +174,7 @@ def _run_kernel(kernels, x, g, b, dim, act, alpha, gain, clamp, order):
 @torch.library.custom_op('stylegan::bias_act', mutates_args=())
 def _bias_act_op(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str, alpha: float, gain: float,
                  clamp: float) -> torch.Tensor:
-    kernels = fused_kernels_for(x)
+    kernels = fused_kernels_for(x, 'bias_act')
     if kernels is not None:
         return _run_kernel(kernels, x, None, b, dim, act, alpha, gain, clamp, order=0)
     y = _bias_act_ref(x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=None if clamp < 0 else clamp)
@@ -185,7 +185,7 @@ def _bias_act_op(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str,
 def _bias_act_grad_op(g: torch.Tensor, x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str,
                       alpha: float, gain: float, clamp: float, order: int) -> torch.Tensor:
     """g * d^order/dx^order of bias_act (order 1 or 2)."""
-    kernels = fused_kernels_for(x)
+    kernels = fused_kernels_for(x, 'bias_act')
     if kernels is not None and g.dtype == x.dtype:
         return _run_kernel(kernels, x, g, b, dim, act, alpha, gain, clamp, order=order)
     return _bias_act_derivative_torch(g, x, b, dim, act, alpha, gain, clamp, order)

@@ -38,7 +38,14 @@ except ImportError:  # pragma: no cover - Windows has no fcntl; builds there are
 OPS_DIR = pathlib.Path(__file__).resolve().parent
 LIBRARY_NAME = 'stylegan_fused_ops'
 # Compiled together into one library; the header is hashed so that editing it rebuilds.
-KERNEL_SOURCES = ('fused_ops.h', 'fused_ops.cpp', 'bias_act.cu', 'upfirdn2d.cu')
+KERNEL_SOURCES = ('cuda_compat.h', 'fused_ops.h', 'fused_ops.cpp', 'bias_act.cu', 'upfirdn2d.cu', 'resample_tile.h',
+                  'filtered_lrelu.cu')
+# The emulated build adds the CPU emulation of CUDA (ops/emu) to KERNEL_SOURCES.
+EMULATION_SOURCES = ('emu/cuda_emu.h', 'emu/cuda_emu.cpp')
+# -O1: the emulated library is compiled in every fresh `make test`; -O2 barely runs the small
+# test cases faster and compiles slower.
+EMULATED_CXX_FLAGS = ('-O1', '-DSTYLEGAN_EMULATED', '-Wno-unknown-pragmas')
+GRID_CAP_MACRO = 'STYLEGAN_MAX_GRID_Z'  # the kernels' cap on grid z (ops/fused_ops.h), if they have one
 # Architectures compiled when no GPU is visible and TORCH_CUDA_ARCH_LIST is unset (A100, H100;
 # the PTX lets newer GPUs JIT-compile the sm_90 code).
 DEFAULT_ARCH_LIST = '8.0;9.0+PTX'
@@ -268,11 +275,20 @@ class BuildSpec:
     toolkit: Optional[CudaToolkit]
     arch_list: str
     include_dirs: tuple = ()
+    emulated: bool = False  # host C++ with ops/emu instead of nvcc (toolkit None, arch_list 'host')
+    defines: tuple = ()     # extra -D flags (tests build deliberately wrong libraries with them)
 
     @property
     def flags(self):
         """Compiler flags shared by the JIT and the setup.py build."""
         hash_define = f'-DSTYLEGAN_OPS_SOURCE_HASH=h{source_hash(self.sources)[:16]}'
+        if self.emulated:
+            # Few z-blocks, so that blocks loop over planes: the loop's second pass (and the
+            # barrier ordering it after the first) runs in every test, as it rarely does on a GPU.
+            grid_cap = ['-DSTYLEGAN_MAX_GRID_Z=2'] if any(
+                GRID_CAP_MACRO in pathlib.Path(s).read_text(errors='replace') for s in self.sources) else []
+            return {'cxx': [*EMULATED_CXX_FLAGS, *grid_cap, hash_define, *(f'-D{d}' for d in self.defines),
+                            *(f'-I{d}' for d in self.include_dirs)], 'nvcc': []}
         # -isystem folders are searched after -I and after the toolkit's own include folder.
         system_includes = [flag for d in self.include_dirs for flag in ('-isystem', str(d))]
         return {'cxx': ['-O3', hash_define] + system_includes,
@@ -280,7 +296,7 @@ class BuildSpec:
 
     @property
     def key(self):
-        cuda_version = self.toolkit.version if self.toolkit else 'none'
+        cuda_version = self.toolkit.version if self.toolkit else ('emulated' if self.emulated else 'none')
         return cache_key(self.sources, torch.__version__, cuda_version, self.arch_list,
                          self.flags['cxx'] + self.flags['nvcc'])
 
@@ -345,13 +361,16 @@ def _first_line(error):
 def _compile(spec, build_dir, log_path, verbose):
     import torch.utils.cpp_extension as cpp_extension
     compiled_sources = [str(s) for s in spec.sources if pathlib.Path(s).suffix in ('.cu', '.cpp', '.cc')]
+    if spec.emulated:
+        compiled_sources = [_host_wrapper(s, build_dir) if s.endswith('.cu') else s for s in compiled_sources]
     with_cuda = any(s.endswith('.cu') for s in compiled_sources)
-    ldflags = []
+    ldflags = ['-Wl,-Bsymbolic'] if spec.emulated else []  # two emulated libraries can share a process
     if spec.toolkit is not None:
         lib_dir = spec.toolkit.root / 'lib64'
         ldflags = [f'-L{lib_dir}', f'-Wl,-rpath,{lib_dir}']  # the toolkit's cudart, even beside torch's
     cuda_home = str(spec.toolkit.root) if spec.toolkit else None
-    with _environment(CUDA_HOME=cuda_home, TORCH_CUDA_ARCH_LIST=spec.arch_list), _output_to(log_path):
+    arch_list = None if spec.emulated else spec.arch_list
+    with _environment(CUDA_HOME=cuda_home, TORCH_CUDA_ARCH_LIST=arch_list), _output_to(log_path):
         path = cpp_extension.load(
             name=spec.name, sources=compiled_sources, extra_cflags=spec.flags['cxx'],
             extra_cuda_cflags=spec.flags['nvcc'], extra_ldflags=ldflags, build_directory=str(build_dir),
@@ -359,11 +378,23 @@ def _compile(spec, build_dir, log_path, verbose):
     return pathlib.Path(path)
 
 
+def _host_wrapper(cu_source, build_dir):
+    """A one-line .cpp that #includes a .cu, so the host compiler builds it as C++ (its own
+    #include "..." lines still resolve beside the .cu)."""
+    wrapper = pathlib.Path(build_dir) / f'{pathlib.Path(cu_source).stem}_cu.cpp'
+    wrapper.write_text(f'#include "{pathlib.Path(cu_source).resolve()}"\n')
+    return str(wrapper)
+
+
 # ----------------------------------------------------------------------------------------------
 # The project's kernels.
 
-def kernel_sources() -> tuple:
-    return tuple(OPS_DIR / name for name in KERNEL_SOURCES)
+def kernel_sources(source_dir=None) -> tuple:
+    return tuple(pathlib.Path(source_dir or OPS_DIR) / name for name in KERNEL_SOURCES)
+
+
+def emulated_sources(source_dir=None) -> tuple:
+    return kernel_sources(source_dir) + tuple(pathlib.Path(source_dir or OPS_DIR) / n for n in EMULATION_SOURCES)
 
 
 def kernel_build_spec(environ: Mapping[str, str] = os.environ, cache_root=None) -> BuildSpec:
@@ -373,6 +404,36 @@ def kernel_build_spec(environ: Mapping[str, str] = os.environ, cache_root=None) 
                      cache_root=pathlib.Path(cache_root) if cache_root else default_cache_root(environ),
                      toolkit=toolkit, arch_list=pick_arch_list(environ),
                      include_dirs=tuple(wheel_include_dirs()))
+
+
+def emulated_build_spec(environ: Mapping[str, str] = os.environ, cache_root=None, source_dir=None,
+                        defines=()) -> BuildSpec:
+    """The BuildSpec of ops/*.cu compiled for the CPU with ops/emu (no toolkit needed).
+    `source_dir` holds a copy of ops/ to build instead (the mutation tests' edited sources)."""
+    return BuildSpec(name=LIBRARY_NAME + '_emulated', sources=emulated_sources(source_dir),
+                     cache_root=pathlib.Path(cache_root) if cache_root else default_cache_root(environ),
+                     toolkit=None, arch_list='host', emulated=True, defines=tuple(defines))
+
+
+def load_emulated_library(environ: Mapping[str, str] = os.environ, cache_root=None, source_dir=None,
+                          defines=()) -> ctypes.CDLL:
+    """The emulated build of ops/*.cu (compiled on first use, then cached like the CUDA build)."""
+    spec = emulated_build_spec(environ, cache_root, source_dir, defines)
+    result = build_library(spec)
+    library = ctypes.CDLL(str(result.library_path))
+    if library_source_hash(library) != 'h' + source_hash(spec.sources)[:16]:
+        raise OpsBuildError(f"{result.library_path} does not match the sources in {spec.sources[0].parent}.")
+    return library
+
+
+def emulated_failure_message(error: OpsBuildError) -> str:
+    """The one paragraph when the emulated build fails (a compiler error in ops/*.cu as C++, or a
+    construct the emulation does not provide: see ops/emu/cuda_emu.h)."""
+    log = f" The full log is in {error.log_path}." if error.log_path else ''
+    return (f"stylegan ops: building the emulated kernels (ops/*.cu compiled for the CPU with ops/emu/cuda_emu.h) "
+            f"failed: {error}.{log} The kernels may use only what the emulation provides (listed in "
+            f"ops/emu/cuda_emu.h); a C++ compiler (c++ or $CXX) and ninja are needed. Delete "
+            f"{default_cache_root()} to rebuild from scratch.")
 
 
 def prebuilt_library_path(sources=None) -> Optional[pathlib.Path]:

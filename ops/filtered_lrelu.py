@@ -178,7 +178,7 @@ def _fused_geometry(stage1, stage2):
 def _two_stages(x, f1, f2, bias, record, stage1, stage2, gain1, gain2, act_gain, slope, clamp, flip_filter):
     """Stage 1, then the leaky ReLU epilogue (record is None: forward) or the recorded
     derivative (masked), then stage 2. Returns (y, the record the forward wrote, or None)."""
-    kernels = kernels_module.fused_kernels_for(x)
+    kernels = kernels_module.fused_kernels_for(x, 'filtered_lrelu')
     factors = _fused_geometry(stage1, stage2)
     middle, out_size = _two_stage_sizes(x, f1, f2, stage1, stage2)
     shape = [x.shape[0], x.shape[1]]

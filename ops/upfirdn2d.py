@@ -198,7 +198,7 @@ def kernel_taps(f, flip_filter, gain):
 @torch.library.custom_op('stylegan::upfirdn2d', mutates_args=())
 def _upfirdn2d_op(x: torch.Tensor, f: torch.Tensor, up: Sequence[int], down: Sequence[int],
                   padding: Sequence[int], flip_filter: bool, gain: float) -> torch.Tensor:
-    kernels = fused_kernels_for(x)
+    kernels = fused_kernels_for(x, 'upfirdn2d')
     if kernels is None:
         y = _upfirdn2d_ref(x, f, up=tuple(up), down=tuple(down), padding=tuple(padding), flip_filter=flip_filter,
                            gain=gain)
