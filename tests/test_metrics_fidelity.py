@@ -65,8 +65,9 @@ def test_fid_kid_is_equal_torch_fidelity_on_the_same_images(setup, single_rank):
     is_mean, is_std = single_rank['inception_score']
     assert single_rank['fid'] > 0
     assert single_rank['fid'] == pytest.approx(reference['frechet_inception_distance'], rel=1e-6)
-    # torch-fidelity evaluates the kernels in float32, this project in float64.
-    assert single_rank['kid'] == pytest.approx(reference['kernel_inception_distance_mean'], rel=1e-5)
+    # torch-fidelity evaluates the kernels in float32, this project in float64; KID is a difference of
+    # kernel means ~30x larger than itself, so float32 rounding reaches ~2e-5 of it (seen on CI's CPU).
+    assert single_rank['kid'] == pytest.approx(reference['kernel_inception_distance_mean'], rel=1e-4)
     assert is_mean == pytest.approx(reference['inception_score_mean'], rel=1e-6)
     assert is_std == pytest.approx(reference['inception_score_std'], rel=1e-5, abs=1e-9)
 
