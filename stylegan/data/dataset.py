@@ -92,8 +92,9 @@ def list_folder(root):
     return files, odd
 
 
-def zip_member_problem(info, limit=MAX_MEMBER_BYTES):
-    """Why a zip member cannot be read (a phrase), or None."""
+def zip_member_problem(info, limit=None):
+    """Why a zip member cannot be read (a phrase), or None; `limit` defaults to MAX_MEMBER_BYTES."""
+    limit = MAX_MEMBER_BYTES if limit is None else limit
     if info.flag_bits & 0x1:
         return 'is encrypted, which datasets may not be'
     if info.compress_type not in ZIP_METHODS:
@@ -194,7 +195,7 @@ class _FileSource:
             self._zip_pid = os.getpid()
         return self._zipfile
 
-    def check_readable(self, fnames, limit=MAX_MEMBER_BYTES):
+    def check_readable(self, fnames, limit=None):
         """Refuse (DatasetError) zip members among `fnames` that cannot or may not be read."""
         for fname in fnames if self.kind == 'zip' else ():
             problem = zip_member_problem(self.infos[fname], limit)

@@ -17,9 +17,16 @@ file is skipped and listed in the report, never a crash half-way. Grey, palette,
 over black) and 16-bit images are normalised to `--channels`. Exact duplicates (same pixels after
 the transform) are dropped; `--near-duplicates=D` also drops images whose perceptual hash is within
 Hamming distance D of a kept one. The destination is written to a temporary name and renamed at the
-end, so a failed run leaves nothing behind and an existing dataset is never overwritten.
+end, so a failed run leaves nothing behind and an existing dataset is never overwritten: the final
+move fails when --dest exists by then, even if it appeared during the conversion (a folder --dest
+may be an empty folder). Leftovers of a killed run (`<dest>.partial-<pid>`) are removed by the next.
+
+Without --resolution the first image sets the size and images of other sizes are skipped; when
+most images have another size than the first, the run stops (exit 1, nothing written) naming the
+sizes, since the first image was the odd one out.
 """
 import argparse
+import collections
 import dataclasses
 import hashlib
 import io
@@ -37,6 +44,7 @@ import PIL.Image
 import scipy.fft
 
 from stylegan.data.sources import LABELS_FILE, SourceError, open_source
+from stylegan.files import publish_exclusively, remove_stale_temporaries
 
 TRANSFORMS = ('none', 'center-crop', 'center-crop-wide', 'center-crop-tall', 'pad')
 RESIZE_FILTERS = {'lanczos': PIL.Image.LANCZOS, 'box': PIL.Image.BOX}
@@ -77,6 +85,7 @@ class Summary:
     kept: int = 0
     resized: int = 0
     skipped: list = dataclasses.field(default_factory=list)  # [{'file', 'category', 'reason'}]
+    sizes: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # (W, H) -> images
 
     def count(self, category):
         return sum(1 for entry in self.skipped if entry['category'] == category)
@@ -274,10 +283,11 @@ class DatasetWriter:
     def __init__(self, dest):
         self.dest = os.path.normpath(dest)
         self.is_zip = self.dest.lower().endswith('.zip')
-        if os.path.exists(self.dest) and not (os.path.isdir(self.dest) and not os.listdir(self.dest)):
+        if not self._dest_is_free():
             raise DatasetToolError(f"destination '{dest}' already exists; remove it or choose another --dest.")
         parent = os.path.dirname(os.path.abspath(self.dest))
         os.makedirs(parent, exist_ok=True)
+        remove_stale_temporaries(parent)
         self.partial = f'{self.dest}.partial-{os.getpid()}'
         if self.is_zip:
             self.zip = zipfile.ZipFile(self.partial, 'w', compression=zipfile.ZIP_STORED)
@@ -295,19 +305,38 @@ class DatasetWriter:
         with open(path, 'wb') as f:
             f.write(data)
 
+    def _dest_is_free(self):
+        """Nothing there, or (folder output) an empty folder; a dangling link counts as taken."""
+        if not os.path.lexists(self.dest):
+            return True
+        return not self.is_zip and os.path.isdir(self.dest) and not os.path.islink(self.dest) \
+            and not os.listdir(self.dest)
+
     def commit(self):
+        """Move the output into place; `dest` is never replaced, even if it appeared meanwhile
+        (a zip is hard-linked, which fails on an existing name; renaming a folder fails over a file
+        or a non-empty folder)."""
         if self.zip is not None:
             self.zip.close()
-            os.replace(self.partial, self.dest)
-        else:
-            if os.path.isdir(self.dest):
-                os.rmdir(self.dest)  # empty, checked in __init__
-            os.rename(self.partial, self.dest)
+        try:
+            if self.zip is not None:
+                publish_exclusively(self.partial, self.dest)
+            else:
+                if os.path.isdir(self.dest) and not os.path.islink(self.dest):
+                    os.rmdir(self.dest)  # only ever removes an empty folder
+                if os.path.lexists(self.dest):
+                    raise FileExistsError(self.dest)
+                os.rename(self.partial, self.dest)
+        except OSError:
+            self.abort()
+            raise DatasetToolError(f"destination '{self.dest}' appeared during the conversion; it was left as it "
+                                   f"is and nothing was written (choose another --dest).") from None
 
     def abort(self):
         if self.zip is not None:
             self.zip.close()
-            os.remove(self.partial)
+            if os.path.exists(self.partial):
+                os.remove(self.partial)
         else:
             shutil.rmtree(self.partial, ignore_errors=True)
 
@@ -375,6 +404,7 @@ def convert_dataset(source_path, dest, options=None, progress=True):
         summary, labels = _convert_records(source, writer, options, channels, label_mode, class_index, progress)
         if summary.kept == 0:
             raise DatasetToolError(f"no image of source '{source_path}' could be used ({summary.text()}).")
+        _check_size_majority(summary, options)
         metadata = {'labels': labels if label_mode != 'none' else None}
         if label_mode == 'folders' or (label_mode == 'builtin' and source.class_names):
             metadata['class_names'] = class_names or source.class_names
@@ -384,6 +414,18 @@ def convert_dataset(source_path, dest, options=None, progress=True):
         raise
     writer.commit()
     return summary
+
+
+def _check_size_majority(summary, options):
+    """Without --resolution the first image set the size; refuse when more images have another size."""
+    if options.resolution is not None or len(summary.sizes) < 2:
+        return
+    common, common_count = summary.sizes.most_common(1)[0]
+    first = next(iter(summary.sizes))  # Counter keeps insertion order: the first image's size
+    if common != first and common_count > summary.sizes[first]:
+        raise DatasetToolError(f'the first image set the size to {first[0]}x{first[1]}, but {common_count} of '
+                               f'{sum(summary.sizes.values())} images are {common[0]}x{common[1]} and would be '
+                               f'skipped; pass --resolution={common[0]}x{common[1]} (or remove the odd images).')
 
 
 def _convert_records(source, writer, options, channels, label_mode, class_index, progress):
@@ -401,6 +443,7 @@ def _convert_records(source, writer, options, channels, label_mode, class_index,
             image = normalise_channels(decode_image(record, options.max_pixels), channels)
             original_size = image.size
             image = transform_image(image, options)
+            summary.sizes[image.size] += 1
             if shape is None:
                 _check_first_shape(image, record.name)
                 shape = image.size
@@ -458,16 +501,27 @@ def main(argv=None):
     options = ToolOptions(resolution=args.resolution, transform=args.transform, resize_filter=args.resize_filter,
                           channels=args.channels, labels=args.labels, near_duplicates=args.near_duplicates,
                           max_images=args.max_images, max_pixels=args.max_pixels, png_compression=args.png_compression)
+    if args.report and os.path.lexists(args.report):
+        print(f"error: --report file '{args.report}' already exists; choose a new file name.", file=sys.stderr)
+        return 1
     try:
         summary = convert_dataset(args.source, args.dest, options, progress=not args.quiet)
     except (DatasetToolError, SourceError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
+    except OSError as error:  # the destination's disk or permissions, not the input
+        print(f"error: cannot write '{error.filename or args.dest}': {error.strerror or error}.", file=sys.stderr)
+        return 1
     _print_skipped(summary)
-    if args.report:
-        with open(args.report, 'w') as f:
-            json.dump(summary.as_dict(), f, indent=1)
     print(f'{args.dest}: {summary.text()}')
+    if args.report:
+        try:
+            with open(args.report, 'x', encoding='utf-8') as f:  # never replaces a file
+                json.dump(summary.as_dict(), f, indent=1)
+        except OSError as error:
+            print(f"error: the dataset was written, but not --report '{args.report}': {error.strerror or error}.",
+                  file=sys.stderr)
+            return 1
     return 0
 
 
