@@ -268,3 +268,21 @@ def test_projector_script_exits_non_zero_on_a_bad_target_without_a_traceback(tmp
                             capture_output=True, text=True, cwd=repo)
     assert result.returncode == 1 and result.stderr.startswith('error: ') and 'Traceback' not in result.stderr
     assert "'" + str(tmp_path / 'nope.png') + "' does not exist" in result.stderr
+
+
+def test_conditional_networks_start_from_the_chosen_class_and_refuse_a_missing_one(lpips, weights_dir, tmp_path,
+                                                                                    capsys):
+    torch.manual_seed(0)
+    G = stylegan2.Generator(z_dim=16, c_dim=3, w_dim=16, img_resolution=16, img_channels=3,
+                            mapping_kwargs={'num_layers': 2}, channel_base=256, channel_max=32).eval()
+    w_avg = {c: projector.w_statistics(G, 50, class_idx=c)[0] for c in (0, 2)}
+    assert not torch.allclose(w_avg[0], w_avg[2])
+    result = projector.project(G, torch.zeros([1, 3, 16, 16]), lpips,
+                               projector.ProjectOptions(num_steps=1, w_avg_samples=50, class_idx=2))
+    torch.testing.assert_close(result.ws[0, 0, :1], w_avg[2])  # the first step has learning rate 0
+    network = tmp_path / 'conditional.pt'
+    stylegan.save_network(network, G=G, G_ema=G)
+    target = write_image(tmp_path / 'target.png', np.zeros([16, 16, 3], np.uint8))
+    assert projector.main(['--network', str(network), '--target', target, '--outdir', str(tmp_path / 'out'),
+                           '--weights-dir', weights_dir, '--offline']) == 1
+    assert 'choose the class to start from with --class=0 ... 2' in capsys.readouterr().err
