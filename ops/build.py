@@ -7,12 +7,28 @@ compile in seconds per architecture and are called through ctypes (`ops/kernels.
 They are compiled either just in time with `torch.utils.cpp_extension.load` (ninja) on first
 use, or ahead of time by `setup.py` when STYLEGAN_BUILD_OPS=1 (see `setup_extension`).
 
+The emulated build: the same KERNEL_SOURCES, compiled by the host C++ compiler with
+STYLEGAN_EMULATED defined, so that ops/cuda_compat.h includes the project's CUDA emulation
+ops/emu/cuda_emu.h instead of the CUDA headers (each .cu through a generated one-line .cpp that
+#includes it). Threads of a block run as fibers with real barriers, in a permuted order, on
+poisoned shared memory, so races and missing barriers give wrong results as on a GPU. It needs no
+toolkit or GPU, builds in seconds (-O1) into its own cache folder (`<name>_emulated-<key>`, same
+lock and markers), and runs the kernels on CPU tensors through the same ctypes interface:
+    from ops import kernels
+    k = kernels.emulated_kernels()           # FusedKernels of the emulated library
+    with kernels.use_emulated(k):            # bias_act/upfirdn2d/filtered_lrelu on CPU tensors
+        y = upfirdn2d.upfirdn2d(x, f, up=2)  # now run the fused kernels
+The kernel tests run against it on every machine (tests/test_ops_cuda_kernels.py). What kernel
+code may use from CUDA is listed in ops/emu/cuda_emu.h (the contract: launches only through
+`stylegan_launch`, dynamic shared memory only through STYLEGAN_DYNAMIC_SHARED).
+
 Environment:
   STYLEGAN_OPS            auto (default: build, fall back to the reference ops on failure),
                           cuda (strict: a failed build is an error), ref (never build).
   STYLEGAN_OPS_CACHE      build cache root (default: $XDG_CACHE_HOME/stylegan/ops or ~/.cache/...).
   CUDA_HOME / CUDA_PATH   CUDA toolkit root (default: found from nvcc on PATH or /usr/local/cuda*).
   TORCH_CUDA_ARCH_LIST    target architectures, e.g. "8.0;9.0" (default: the visible GPUs).
+  STYLEGAN_EMU_SEED       the emulation's thread-order seed (default 1; fixed, so failures reproduce).
 """
 
 import contextlib

@@ -162,3 +162,21 @@ def test_the_guard_makes_a_wrong_op_an_error_under_strict_mode(wrong_kernels, mo
             r'fused bias_act kernel disagrees .* case .*STYLEGAN_OPS=cuda asks for the fused kernels')):
         from ops.bias_act import bias_act
         bias_act(x, torch.zeros([3]).to(torch.bfloat16), act='lrelu')
+
+
+def test_a_kernel_using_cuda_outside_the_contract_fails_to_build_with_one_paragraph(tmp_path):
+    root = mutated_copy(tmp_path, 'bias_act.cu', lambda text: text + '\n__device__ float fetch(float* p) { '
+                                                                    'return __shfl_up_sync(0xffffffffu, *p, 1); }\n')
+    with pytest.raises(build.OpsBuildError) as raised:
+        kernels_module.emulated_kernels(source_dir=root, cache_root=tmp_path / 'cache')
+    message = str(raised.value)
+    assert message.startswith('stylegan ops: building the emulated kernels') and 'ops/emu/cuda_emu.h' in message
+    assert '__shfl_up_sync' in pathlib.Path(raised.value.log_path).read_text()  # the compiler's words
+
+
+def test_the_emulated_build_has_its_own_cache_folder_and_key():
+    spec = build.emulated_build_spec()
+    assert spec.emulated and spec.toolkit is None
+    assert spec.build_dir.name.startswith(build.LIBRARY_NAME + '_emulated-')
+    assert set(build.kernel_sources()) < set(spec.sources)  # the kernels plus the emulation
+    assert build.emulated_build_spec(defines=('STYLEGAN_EMU_FAULT_HALF_LOADS',)).key != spec.key
