@@ -34,15 +34,19 @@ BACKENDS = ['emulated', pytest.param('cuda', marks=pytest.mark.skipif(not torch.
 @pytest.fixture(scope='module', params=BACKENDS)
 def backend(request):
     """The kernels under test and the device of their tensors; inside, the public ops
-    (bias_act, upfirdn2d, filtered_lrelu with impl='cuda') use them."""
-    if request.param == 'cuda':
-        kernels = kernels_module._load_for_mode('cuda')  # strict: a build failure is a test failure
-        assert kernels is not None
-        yield Backend('cuda', torch.device('cuda'), kernels)
-        return
-    kernels = kernels_module.emulated_kernels()
-    with kernels_module.use_emulated(kernels):
-        yield Backend('emulated', torch.device('cpu'), kernels)
+    (bias_act, upfirdn2d, filtered_lrelu with impl='cuda') use them. STYLEGAN_OPS=cuda: an op
+    that fails its start-up check (ops/guard.py) raises instead of quietly falling back to the
+    reference, which would make every comparison below compare the reference with itself."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('STYLEGAN_OPS', 'cuda')
+        if request.param == 'cuda':
+            kernels = kernels_module._load_for_mode('cuda')  # strict: a build failure is a test failure
+            assert kernels is not None
+            yield Backend('cuda', torch.device('cuda'), kernels)
+            return
+        kernels = kernels_module.emulated_kernels()
+        with kernels_module.use_emulated(kernels):
+            yield Backend('emulated', torch.device('cpu'), kernels)
 
 
 def assert_matches(actual, expected, dtype, what=''):

@@ -15,11 +15,26 @@ import pytest
 import torch
 
 from kernel_harness import DTYPES, RTOL, assert_matches, backend, check_gradients  # noqa: F401 (fixture)
+from ops import guard
 from ops.bias_act import activation_funcs, bias_act
 from ops.filtered_lrelu import filtered_lrelu
 from ops.upfirdn2d import kernel_taps, setup_filter, upfirdn2d
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+
+
+def test_the_public_ops_run_the_fused_kernels(backend, monkeypatch):
+    assert guard.approved(backend.kernels, None, backend.device)  # the start-up checks, before counting
+    calls = []
+    for name in ('bias_act', 'upfirdn2d', 'filtered_lrelu'):
+        method = getattr(backend.kernels, name)
+        monkeypatch.setattr(backend.kernels, name, lambda *a, _m=method, _n=name, **k: calls.append(_n) or _m(*a, **k))
+    x = torch.randn([1, 2, 8, 8], device=backend.device, requires_grad=True)
+    f = setup_filter([1, 3, 3, 1], device=backend.device)
+    y = bias_act(upfirdn2d(x, f, up=2, padding=2), torch.ones([2], device=backend.device), act='lrelu')
+    filtered_lrelu(y, f, f, up=2, down=2, padding=3).sum().backward()
+    # Forward: each op once; backward: bias_act's derivative, filtered_lrelu's masked pass, upfirdn2d's adjoint.
+    assert sorted(calls) == ['bias_act', 'bias_act', 'filtered_lrelu', 'filtered_lrelu', 'upfirdn2d', 'upfirdn2d']
 
 
 # ----------------------------------------------------------------------------------------------
