@@ -84,5 +84,7 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, down=1, padding=0, res
                         groups=batch_size, flip_weight=flip_weight)
     x = x.reshape(batch_size, -1, *x.shape[2:])  # [N, O, H', W']
     if noise is not None:
-        x = x + noise
+        # In place, as the releases: the float32 noise is added in float32 and the sum rounded once
+        # to x's dtype, so a float16 block stays float16 (`x + noise` would promote it to float32).
+        x = x.add_(noise)
     return x

@@ -25,6 +25,7 @@ from stylegan.files import atomic_write
 from stylegan.legacy import NetworkFileError, ReleaseObject, is_tf_pickle, read_release_pickle
 from stylegan.legacy_tf import tf_network_records
 from stylegan.safeload import AllocationBudget, check_network_args, load_torch_file, shapes_without_storage
+from stylegan.networks import stylegan2
 
 CHECKPOINT_FORMAT = 'stylegan-networks'
 CHECKPOINT_VERSION = 1
@@ -157,10 +158,11 @@ def _load_release_pickle(path, budget):
         networks_of_file = {key: build_network(record, f"{key} in '{path}'", budget)
                             for key, record in tf_network_records(data, path).items()}
         return dict(networks_of_file, augment_p=None, training_set_kwargs=None)
+    semantics = release_semantics(data)
     result = {}
     for key in NETWORK_KEYS:
         if isinstance(data.get(key), ReleaseObject):
-            result[key] = _build_release_network(data[key], f"{key} in '{path}'", budget)
+            result[key] = _build_release_network(data[key], f"{key} in '{path}'", semantics, budget)
     augment_pipe = data.get('augment_pipe')
     result['augment_p'] = None
     if isinstance(augment_pipe, ReleaseObject) and 'p' in augment_pipe.state_dict():
@@ -170,7 +172,18 @@ def _load_release_pickle(path, budget):
     return result
 
 
-def _build_release_network(record, what, budget=None):
+def release_semantics(data):
+    """'sg2ada' for a pickle written by the StyleGAN2-ADA release, else 'sg3'. That release's
+    Generator takes its synthesis arguments as one dict `synthesis_kwargs` (the StyleGAN3 release's
+    as **kwargs), so a generator in the file tells; D follows the generator of the same file."""
+    for key in NETWORK_KEYS:
+        record = data.get(key)
+        if isinstance(record, ReleaseObject) and record.class_name == 'Generator':
+            return 'sg2ada' if 'synthesis_kwargs' in record.init_kwargs else 'sg3'
+    return 'sg3'
+
+
+def _build_release_network(record, what, semantics='sg3', budget=None):
     """Map a release persistence record to this project's class by class name and structure."""
     if record.class_name == 'Generator':
         synthesis = record.submodules.get('synthesis')
@@ -182,7 +195,14 @@ def _build_release_network(record, what, budget=None):
         raise NetworkFileError(
             f"{what} is a release '{record.class_name}', which this project does not import; "
             f"it imports the releases' Generator and Discriminator")
-    return _construct(cls, _release_kwargs(cls, record), record.state_dict(), what, budget)
+    kwargs = _release_kwargs(cls, record)
+    if semantics == 'sg2ada' and cls is not networks.ARCHITECTURES['stylegan3.Generator']:
+        # That release's rules, and its defaults for arguments the file leaves out (the Generator
+        # fills its own from `semantics`).
+        kwargs['semantics'] = semantics
+        if cls is networks.ARCHITECTURES['stylegan2.Discriminator']:
+            kwargs = {**stylegan2.SG2ADA_DEFAULTS['discriminator'], **kwargs}
+    return _construct(cls, kwargs, record.state_dict(), what, budget)
 
 
 def _release_kwargs(cls, record):

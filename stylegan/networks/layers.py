@@ -17,6 +17,9 @@ from ops import bias_act, conv2d_resample, upfirdn2d
 ARCHITECTURES = ('orig', 'skip', 'resnet')
 NOISE_MODES = ('random', 'const', 'none')
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
+# Which release's rules a StyleGAN2 network follows where the two releases differ (w_avg update,
+# fused modulated convolution, float16 off CUDA, constructor defaults): see stylegan2.Generator.
+SEMANTICS = ('sg3', 'sg2ada')
 
 # ------------------------------------------------------------------------------------------------
 # Helpers shared by the modules below (and by the StyleGAN3 network file).
@@ -57,9 +60,11 @@ def check_choice(value, choices, name):
         raise ValueError(f'{name}={value!r} is not supported; use one of {list(choices)}.')
 
 
-def block_dtype_and_format(use_fp16, channels_last, force_fp32, device):
-    """Compute dtype and memory format of a block: float16 only on CUDA and when not forced to fp32."""
-    if device.type != 'cuda':
+def block_dtype_and_format(use_fp16, channels_last, force_fp32, device, fp16_off_cuda=False):
+    """Compute dtype and memory format of a block: float16 when `use_fp16` and not `force_fp32`.
+    Off CUDA the StyleGAN3 release forces float32; `fp16_off_cuda=True` keeps float16 there (the
+    StyleGAN2-ADA release has no device check, and tests run the float16 path on the CPU)."""
+    if device.type != 'cuda' and not fp16_off_cuda:
         force_fp32 = True
     dtype = torch.float16 if use_fp16 and not force_fp32 else torch.float32
     memory_format = torch.channels_last if channels_last and not force_fp32 else torch.contiguous_format

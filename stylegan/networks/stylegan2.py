@@ -8,8 +8,22 @@ in `init_kwargs`, so a checkpoint can rebuild it by calling the class.
 
 The shared layers (equalised learning rate, spectral norm) live in `layers.py`.
 
-Mixed precision: blocks among the `num_fp16_res` highest resolutions run in float16 only when the
-activations are on a CUDA device and `force_fp32` is False; on the CPU everything stays float32.
+Mixed precision: blocks among the `num_fp16_res` highest resolutions run in float16 unless
+`force_fp32`; off CUDA they run in float32 as in the StyleGAN3 release, unless the network follows the
+StyleGAN2-ADA release (`semantics='sg2ada'`, no device check) or the forward call passes
+`fp16_off_cuda=True` (how the tests run the float16 path on the CPU). Inside a float16 block every
+activation stays float16; biases, noise and weights are cast (or added in place) to it, and only
+the toRGB output is turned to float32 before it joins the float32 image.
+
+Release semantics (`semantics`, a constructor argument of Generator, MappingNetwork,
+SynthesisNetwork/Block and Discriminator, kept in `init_kwargs`):
+  'sg3'    (default) the StyleGAN3 release: w_avg moves with beta 0.998 only when the mapping is
+           called with `update_emas=True` (the loss does so in Dmain); the modulated convolution is
+           fused per `fused_modconv_default`; float16 only on CUDA.
+  'sg2ada' the StyleGAN2-ADA release: w_avg moves with beta 0.995 on every training-mode mapping
+           call without `skip_w_avg_update=True`; fused only in eval mode, and in float16 blocks only
+           for a batch of one; float16 on every device; missing constructor arguments take that
+           release's defaults (`SG2ADA_DEFAULTS`).
 """
 
 import numpy as np
@@ -17,9 +31,19 @@ import torch
 
 from ops import bias_act, upfirdn2d
 from ops.modulated_conv2d import modulated_conv2d
-from stylegan.networks.layers import (ARCHITECTURES, DEFAULT_RESAMPLE_FILTER, NOISE_MODES, Conv2dLayer,
+from stylegan.networks.layers import (ARCHITECTURES, DEFAULT_RESAMPLE_FILTER, NOISE_MODES, SEMANTICS, Conv2dLayer,
                                       FullyConnectedLayer, block_dtype_and_format, check_choice, assert_shape,
                                       keeps_init_kwargs, normalize_2nd_moment, spectral_normalize_layers)
+
+# The StyleGAN2-ADA release's constructor defaults where they differ from the StyleGAN3 release's
+# (this project's). `Generator(semantics='sg2ada')` fills missing mapping/synthesis arguments with
+# them; the Discriminator's signature keeps one set of defaults, so the release-pickle loader fills
+# the 'discriminator' ones for an SG2-ADA D.
+SG2ADA_DEFAULTS = {
+    'mapping': dict(w_avg_beta=0.995),
+    'synthesis': dict(num_fp16_res=0, conv_clamp=None),
+    'discriminator': dict(num_fp16_res=0, conv_clamp=None),
+}
 
 # ------------------------------------------------------------------------------------------------
 # Mapping network: z (and label c) -> w, broadcast to num_ws, with truncation.
@@ -38,8 +62,11 @@ class MappingNetwork(torch.nn.Module):
         activation='lrelu',     # Activation of the hidden layers.
         lr_multiplier=0.01,     # Learning-rate multiplier of the layers.
         w_avg_beta=0.998,       # Decay of the running mean of w; None = do not track it.
+        semantics='sg3',        # When w_avg moves: 'sg3' or 'sg2ada' (see the module docstring).
     ):
+        check_choice(semantics, SEMANTICS, 'semantics')
         super().__init__()
+        self.semantics = semantics
         self.z_dim = z_dim
         self.c_dim = c_dim
         self.w_dim = w_dim
@@ -58,8 +85,10 @@ class MappingNetwork(torch.nn.Module):
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer('w_avg', torch.zeros([w_dim]))
 
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False):
+    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, skip_w_avg_update=False):
         # z: [N, z_dim], c: [N, c_dim] -> ws: [N, num_ws, w_dim] (or [N, w_dim] when num_ws is None)
+        # `update_emas` is the StyleGAN3 release's switch, `skip_w_avg_update` the StyleGAN2-ADA
+        # release's; each semantics reads its own, so a caller passing both gets either release.
         x = None
         if self.z_dim > 0:
             assert_shape(z, [None, self.z_dim], 'z')
@@ -74,7 +103,11 @@ class MappingNetwork(torch.nn.Module):
         for idx in range(self.num_layers):
             x = getattr(self, f'fc{idx}')(x)
 
-        if update_emas and self.w_avg_beta is not None:
+        if self.semantics == 'sg2ada':
+            update_w_avg = self.training and not skip_w_avg_update
+        else:
+            update_w_avg = update_emas
+        if update_w_avg and self.w_avg_beta is not None:
             # w_avg <- beta * w_avg + (1 - beta) * batch mean of w
             self.w_avg.copy_(x.detach().mean(dim=0).to(self.w_avg.dtype).lerp(self.w_avg, self.w_avg_beta))
 
@@ -207,13 +240,19 @@ class SynthesisBlock(torch.nn.Module):
         architecture='skip',    # 'orig', 'skip' or 'resnet'.
         resample_filter=DEFAULT_RESAMPLE_FILTER,  # Low-pass FIR filter used when upsampling.
         conv_clamp=256,         # Clamp conv outputs to +-conv_clamp; None = no clamping.
-        use_fp16=False,         # Run this block in float16 (CUDA only)?
+        use_fp16=False,         # Run this block in float16 (off CUDA only with sg2ada semantics)?
         fp16_channels_last=False,  # Use channels_last memory format with float16?
         fused_modconv_default=True,  # Default fused_modconv; 'inference_only' = fused only in eval mode.
+        semantics='sg3',        # 'sg3' or 'sg2ada': fused_modconv and float16 rules (module docstring).
         **layer_kwargs,         # Further arguments for SynthesisLayer.
     ):
         check_choice(architecture, ARCHITECTURES, 'architecture')
+        check_choice(semantics, SEMANTICS, 'semantics')
+        if semantics == 'sg2ada' and fused_modconv_default is not True:
+            raise ValueError(f'fused_modconv_default={fused_modconv_default!r} is a StyleGAN3-release option; '
+                             "with semantics='sg2ada' leave it at True (that release's own rule decides).")
         super().__init__()
+        self.semantics = semantics
         self.in_channels = in_channels
         self.w_dim = w_dim
         self.resolution = resolution
@@ -245,13 +284,19 @@ class SynthesisBlock(torch.nn.Module):
             self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
                                     resample_filter=resample_filter, channels_last=self.channels_last)
 
-    def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, update_emas=False, **layer_kwargs):
+    def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, update_emas=False, fp16_off_cuda=False,
+                **layer_kwargs):
         # x: [N, in_channels, R/2, R/2] or None, img: [N, img_channels, R/2, R/2] or None,
         # ws: [N, num_conv + num_torgb, w_dim] -> x: [N, out_channels, R, R], img: [N, img_channels, R, R]
         del update_emas  # accepted for a uniform call signature; nothing to update here
         assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim], 'SynthesisBlock ws')
         w_iter = iter(ws.unbind(dim=1))
-        dtype, memory_format = block_dtype_and_format(self.use_fp16, self.channels_last, force_fp32, ws.device)
+        dtype, memory_format = block_dtype_and_format(self.use_fp16, self.channels_last, force_fp32, ws.device,
+                                                      fp16_off_cuda=fp16_off_cuda or self.semantics == 'sg2ada')
+        if fused_modconv is None and self.semantics == 'sg2ada':
+            # That release's rule: one grouped convolution only for inference, and in a float16
+            # block only for a single sample.
+            fused_modconv = not self.training and (dtype == torch.float32 or ws.shape[0] == 1)
         if fused_modconv is None:
             fused_modconv = self.fused_modconv_default
         if fused_modconv == 'inference_only':
@@ -366,9 +411,19 @@ class Generator(torch.nn.Module):
         img_resolution,         # Output resolution.
         img_channels,           # Number of image channels.
         mapping_kwargs=None,    # Arguments for MappingNetwork (None = {}).
+        semantics='sg3',        # Release rules, 'sg3' or 'sg2ada' (module docstring); StyleGAN3: 'sg3'.
         **synthesis_kwargs,     # Arguments for SynthesisNetwork.
     ):
+        check_choice(semantics, SEMANTICS, 'semantics')
+        mapping_kwargs = dict(mapping_kwargs or {})
+        if semantics == 'sg2ada':
+            if self.synthesis_class is not SynthesisNetwork:
+                raise ValueError(f"semantics='sg2ada' is for StyleGAN2 generators; {type(self).__name__} "
+                                 "comes from the StyleGAN3 release only, so use semantics='sg3'.")
+            mapping_kwargs = {**SG2ADA_DEFAULTS['mapping'], **mapping_kwargs, 'semantics': semantics}
+            synthesis_kwargs = {**SG2ADA_DEFAULTS['synthesis'], **synthesis_kwargs, 'semantics': semantics}
         super().__init__()
+        self.semantics = semantics
         self.z_dim = z_dim
         self.c_dim = c_dim
         self.w_dim = w_dim
@@ -378,7 +433,7 @@ class Generator(torch.nn.Module):
                                               img_channels=img_channels, **synthesis_kwargs)
         self.num_ws = self.synthesis.num_ws
         self.mapping = self.mapping_class(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
-                                          **(mapping_kwargs or {}))
+                                          **mapping_kwargs)
 
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
         # z: [N, z_dim], c: [N, c_dim] -> img: [N, img_channels, img_resolution, img_resolution]
@@ -406,9 +461,10 @@ class DiscriminatorBlock(torch.nn.Module):
         activation='lrelu',     # Activation name understood by ops.bias_act.
         resample_filter=DEFAULT_RESAMPLE_FILTER,  # Low-pass FIR filter used when downsampling.
         conv_clamp=None,        # Clamp conv outputs to +-conv_clamp; None = no clamping.
-        use_fp16=False,         # Run this block in float16 (CUDA only)?
+        use_fp16=False,         # Run this block in float16 (off CUDA only with sg2ada semantics)?
         fp16_channels_last=False,  # Use channels_last memory format with float16?
         freeze_layers=0,        # Freeze-D: layers with index below this are not trained.
+        semantics='sg3',        # 'sg2ada' = float16 off CUDA too, as that release.
     ):
         if in_channels not in (0, tmp_channels):
             raise ValueError(f'in_channels={in_channels} is not supported; use 0 or tmp_channels={tmp_channels}.')
@@ -421,6 +477,7 @@ class DiscriminatorBlock(torch.nn.Module):
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.channels_last = (use_fp16 and fp16_channels_last)
+        self.semantics = semantics
         self.register_buffer('resample_filter', upfirdn2d.setup_filter(list(resample_filter)))
 
         self.num_layers = 0
@@ -442,11 +499,12 @@ class DiscriminatorBlock(torch.nn.Module):
                                     resample_filter=resample_filter, trainable=next_layer_trainable(),
                                     channels_last=self.channels_last)
 
-    def forward(self, x, img, force_fp32=False):
+    def forward(self, x, img, force_fp32=False, fp16_off_cuda=False):
         # x: [N, in_channels, R, R] or None, img: [N, img_channels, R, R] or None
         # -> x: [N, out_channels, R/2, R/2], img: [N, img_channels, R/2, R/2] ('skip') or None
         device = (x if x is not None else img).device
-        dtype, memory_format = block_dtype_and_format(self.use_fp16, self.channels_last, force_fp32, device)
+        dtype, memory_format = block_dtype_and_format(self.use_fp16, self.channels_last, force_fp32, device,
+                                                      fp16_off_cuda=fp16_off_cuda or self.semantics == 'sg2ada')
         if x is not None:
             assert_shape(x, [None, self.in_channels, self.resolution, self.resolution], 'DiscriminatorBlock input')
             x = x.to(dtype=dtype, memory_format=memory_format)
@@ -577,10 +635,13 @@ class Discriminator(torch.nn.Module):
         mapping_kwargs=None,    # Arguments for the label MappingNetwork (None = {}).
         epilogue_kwargs=None,   # Arguments for DiscriminatorEpilogue (None = {}).
         spectral_norm=False,    # Spectrally normalise every conv and FC weight of D (not in the releases)?
+        semantics='sg3',        # 'sg2ada' = float16 blocks off CUDA too, as that release.
     ):
         if img_resolution < 4 or img_resolution & (img_resolution - 1) != 0:
             raise ValueError(f'img_resolution={img_resolution} is not supported; use a power of two >= 4.')
+        check_choice(semantics, SEMANTICS, 'semantics')
         super().__init__()
+        self.semantics = semantics
         self.c_dim = c_dim
         self.img_resolution = img_resolution
         self.img_resolution_log2 = int(np.log2(img_resolution))
@@ -598,7 +659,7 @@ class Discriminator(torch.nn.Module):
         for res in self.block_resolutions:
             block = DiscriminatorBlock(channels[res] if res < img_resolution else 0, channels[res], channels[res // 2],
                                        resolution=res, first_layer_idx=layer_idx, use_fp16=(res >= fp16_resolution),
-                                       **(block_kwargs or {}), **common)
+                                       semantics=semantics, **(block_kwargs or {}), **common)
             setattr(self, f'b{res}', block)
             layer_idx += block.num_layers
         if c_dim > 0:

@@ -320,8 +320,9 @@ class SynthesisLayer(torch.nn.Module):
 
     design_lowpass_filter = staticmethod(design_lowpass_filter)
 
-    def forward(self, x, w, noise_mode="random", force_fp32=False, update_emas=False):
-        """x: [N, in_channels, in_h, in_w], w: [N, w_dim] -> [N, out_channels, out_h, out_w]."""
+    def forward(self, x, w, noise_mode="random", force_fp32=False, update_emas=False, fp16_off_cuda=False):
+        """x: [N, in_channels, in_h, in_w], w: [N, w_dim] -> [N, out_channels, out_h, out_w].
+        float16 layers run in float32 off CUDA, as in the release, unless `fp16_off_cuda` (tests)."""
         if noise_mode not in NOISE_MODES:  # accepted (and unused) so that callers can treat
             # StyleGAN2 and StyleGAN3 generators alike; StyleGAN3 has no noise inputs.
             raise ValueError(f"noise_mode={noise_mode!r} is not one of {list(NOISE_MODES)}.")
@@ -341,7 +342,7 @@ class SynthesisLayer(torch.nn.Module):
             # ToRGB is not demodulated: use the equalized-learning-rate gain instead.
             styles = styles * (1 / np.sqrt(self.in_channels * self.conv_kernel ** 2))
 
-        use_half = self.use_fp16 and not force_fp32 and x.device.type == "cuda"
+        use_half = self.use_fp16 and not force_fp32 and (x.device.type == "cuda" or fp16_off_cuda)
         dtype = torch.float16 if use_half else torch.float32
         x = modulated_conv2d(x.to(dtype), self.weight, styles, demodulate=not self.is_torgb,
                              padding=self.conv_kernel - 1, input_gain=input_gain)
@@ -458,7 +459,7 @@ class SynthesisNetwork(torch.nn.Module):
     def forward(self, ws, **layer_kwargs):
         """ws: [N, num_ws, w_dim] -> [N, img_channels, img_resolution, img_resolution] float32.
 
-        layer_kwargs go to every SynthesisLayer: noise_mode, force_fp32, update_emas.
+        layer_kwargs go to every SynthesisLayer: noise_mode, force_fp32, update_emas, fp16_off_cuda.
         """
         assert_shape(ws, [None, self.num_ws, self.w_dim], "SynthesisNetwork ws")
         ws = ws.to(torch.float32).unbind(dim=1)

@@ -32,6 +32,7 @@ class Preset:
     """A base configuration (`--cfg`): architecture and published hyperparameters."""
     generator: str                   # 'stylegan2' or 'stylegan3'
     release: str                     # which release publishes it (documentation only)
+    semantics: str = 'sg3'           # networks follow this release's rules: 'sg3' or 'sg2ada' (stylegan2.py)
     batch: Optional[int] = None      # default --batch; None = the option is required
     gamma: Optional[float] = None    # default --gamma; None = the option is required
     batch_gpu: Optional[int] = None  # default --batch-gpu (StyleGAN2-ADA: batch // reference GPUs)
@@ -60,7 +61,7 @@ class Preset:
 
 
 _SG2 = dict(generator='stylegan2', map_depth=8, style_mixing_prob=0.9, pl_weight=2, G_reg_interval=4)
-_SG2ADA = dict(_SG2, release='StyleGAN2-ADA', ema_rampup=None)
+_SG2ADA = dict(_SG2, release='StyleGAN2-ADA', semantics='sg2ada', ema_rampup=None)
 
 PRESETS = {
     # StyleGAN3 release.
@@ -368,7 +369,10 @@ def generator_kwargs(options, preset, dataset, batch, precision):
         channel_max=_pick(options.cmax, preset.cmax) * preset.G_channel_multiplier,
         **_precision_kwargs(precision))
     if preset.generator == 'stylegan2':
-        kwargs.update(fused_modconv_default=preset.fused_modconv_default)
+        if preset.semantics == 'sg2ada':
+            kwargs.update(semantics='sg2ada')  # that release's own fused_modconv rule, w_avg beta and update
+        else:
+            kwargs.update(fused_modconv_default=preset.fused_modconv_default)
         if options.nhwc:
             kwargs.update(fp16_channels_last=True)  # StyleGAN3's layers have no channels-last variant
     else:
@@ -385,4 +389,4 @@ def discriminator_kwargs(options, preset, dataset, precision):
         channel_base=_pick(options.cbase, preset.cbase), channel_max=_pick(options.cmax, preset.cmax),
         block_kwargs=dict(freeze_layers=options.freezed, **(dict(fp16_channels_last=True) if options.nhwc else {})),
         epilogue_kwargs=dict(mbstd_group_size=_pick(options.mbstd_group, preset.mbstd_group)),
-        spectral_norm=options.sn, **_precision_kwargs(precision))
+        spectral_norm=options.sn, semantics=preset.semantics, **_precision_kwargs(precision))

@@ -95,14 +95,17 @@ class StyleGAN2Loss:
     # --- forward passes -----------------------------------------------------------------------------
     def run_G(self, z, c, update_emas=False):
         """images [N, C, H, W], ws [N, num_ws, w_dim]. With probability `style_mixing_prob` the
-        whole batch switches, from a random layer on, to the ws of a second set of latents."""
+        whole batch switches, from a random layer on, to the ws of a second set of latents.
+        The mapping gets both releases' w_avg switches: with StyleGAN3 semantics w_avg moves only when
+        `update_emas` (Dmain), with StyleGAN2-ADA semantics on every call of the training-mode G
+        except the style-mixing one (`skip_w_avg_update`)."""
         ws = self.G.mapping(z, c, update_emas=update_emas)
         if self.style_mixing_prob > 0:
             num_ws = ws.shape[1]
             cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, num_ws)
             cutoff = torch.where(torch.rand([], device=ws.device) < self.style_mixing_prob, cutoff,
                                  torch.full_like(cutoff, num_ws))
-            mixed = self.G.mapping(torch.randn_like(z), c, update_emas=False)
+            mixed = self.G.mapping(torch.randn_like(z), c, update_emas=False, skip_w_avg_update=True)
             later = (torch.arange(num_ws, device=ws.device) >= cutoff).reshape(1, -1, 1)
             ws = torch.where(later, mixed, ws)
         images = self.G.synthesis(ws, update_emas=update_emas)
