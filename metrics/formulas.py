@@ -77,24 +77,43 @@ def inception_score(logits, num_splits=10):
     return float(np.mean(scores)), float(np.std(scores))
 
 
+def _pairwise_distances(rows, cols):
+    """[M, D], [K, D] -> [M, K] Euclidean distances in the dtype of the features. In float16 always
+    through |x|^2 + |y|^2 - 2 x.y (torch's cdist takes that path above 25 rows, so the releases did
+    on their batch sizes; torch has no other float16 cdist on the CPU)."""
+    mode = 'use_mm_for_euclid_dist' if rows.dtype == torch.float16 else 'use_mm_for_euclid_dist_if_necessary'
+    distances = torch.cdist(rows, cols, compute_mode=mode)
+    if not torch.isfinite(distances).all():
+        raise ValueError(f'feature distances overflow {rows.dtype} (features up to {rows.abs().max().item():g}); '
+                         'compute precision/recall with dtype=torch.float32.')
+    return distances
+
+
 def _kth_neighbour_radius(manifold, nhood_size, batch_size):
-    """Distance of each manifold row to its nhood_size-th nearest other row (the row itself is 0th)."""
-    radii = [torch.cdist(rows, manifold).kthvalue(nhood_size + 1, dim=1).values for rows in manifold.split(batch_size)]
-    return torch.cat(radii)
+    """Distance of each manifold row to its nhood_size-th nearest other row (the row itself is 0th),
+    selected in float32 and returned in the manifold's dtype, as the releases do."""
+    radii = [_pairwise_distances(rows, manifold).float().kthvalue(nhood_size + 1, dim=1).values
+             for rows in manifold.split(batch_size)]
+    return torch.cat(radii).to(manifold.dtype)
 
 
 def _fraction_inside(probes, manifold, radii, batch_size):
     """Fraction of probe rows within radii[j] of some manifold row j."""
-    inside = [(torch.cdist(rows, manifold) <= radii.unsqueeze(0)).any(dim=1) for rows in probes.split(batch_size)]
+    inside = [(_pairwise_distances(rows, manifold) <= radii.unsqueeze(0)).any(dim=1) for rows in probes.split(batch_size)]
     return float(torch.cat(inside).double().mean())
 
 
-def precision_recall(gen_features, real_features, nhood_size=3, batch_size=10000):
+def precision_recall(gen_features, real_features, nhood_size=3, batch_size=10000, dtype=torch.float16):
     """Improved precision and recall (Kynkäänniemi et al. 2019): precision is the fraction of generated
     rows inside the real manifold (the union of balls around each real row reaching its
-    nhood_size-th nearest real neighbour); recall swaps the roles. Returns (precision, recall)."""
-    gen = torch.as_tensor(np.asarray(gen_features), dtype=torch.float32)
-    real = torch.as_tensor(np.asarray(real_features), dtype=torch.float32)
+    nhood_size-th nearest real neighbour); recall swaps the roles. Returns (precision, recall).
+
+    As in the releases, the features are rounded to float16 and the distances computed and compared
+    in float16 (each radius is selected in float32, then rounded); `dtype=torch.float32` keeps full
+    precision; on a small example the two differ by up to 0.0025 (docs/benchmarks.md,
+    `bench/precision_recall.py`)."""
+    gen = torch.as_tensor(np.asarray(gen_features), dtype=torch.float32).to(dtype)
+    real = torch.as_tensor(np.asarray(real_features), dtype=torch.float32).to(dtype)
     precision = _fraction_inside(gen, real, _kth_neighbour_radius(real, nhood_size, batch_size), batch_size)
     recall = _fraction_inside(real, gen, _kth_neighbour_radius(gen, nhood_size, batch_size), batch_size)
     return precision, recall

@@ -101,3 +101,19 @@ def test_precision_and_recall_count_points_inside_the_other_sets_neighbourhood_b
     radius = torch.cdist(torch.tensor(gen[:8]), torch.tensor(gen)).kthvalue(4, dim=1).values.numpy()
     distances = np.linalg.norm(grid[:, None] - gen[None, :8], axis=2)
     assert recall == pytest.approx(np.mean((distances <= radius[None]).any(axis=1)))
+
+
+def test_precision_recall_rounds_to_float16_as_the_releases():
+    # Real balls of radius 1 (nhood 1) around 0 and 1; a generated point 1.0004 from 0 is outside in
+    # float32 but rounds onto the ball's edge in float16 (spacing 2**-10 near 1), as in the releases.
+    real = np.array([[0.0], [1.0], [3.0], [4.0]])
+    gen = np.array([[-1.0004], [10.0]])
+    assert formulas.precision_recall(gen, real, nhood_size=1, dtype=torch.float32)[0] == 0
+    assert formulas.precision_recall(gen, real, nhood_size=1)[0] == 0.5
+
+
+def test_precision_recall_distances_beyond_float16_are_refused():
+    features = np.array([[-40000.0], [40000.0], [0.0]])
+    with pytest.raises(ValueError, match='feature distances overflow torch.float16 .*dtype=torch.float32'):
+        formulas.precision_recall(features, features, nhood_size=1)
+    assert formulas.precision_recall(features, features, nhood_size=1, dtype=torch.float32) == (1.0, 1.0)
