@@ -319,7 +319,7 @@ def read_release_pickle(path):
             raise NetworkFileError(f"it is {size} bytes, more than the {MAX_RELEASE_PICKLE_BYTES} bytes of the "
                                    f"largest release pickle this loader reads")
         with open(path, 'rb') as file:
-            data = file.read(MAX_RELEASE_PICKLE_BYTES + 1)
+            data = file.read()  # (read(n) would reserve n bytes up front)
         check_pickle_nesting(data, 'the pickle')
         data = _ReleaseUnpickler(io.BytesIO(data)).load()
         walk_checked(data, 'the pickle', _walk_release_object)
