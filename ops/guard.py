@@ -11,6 +11,7 @@ The checks run in a helper thread: the registered ops call `approved` from insid
 implementations, where autograd is switched off for the calling thread, and the cases need it.
 """
 
+import sys
 import threading
 from typing import Callable, Dict, List, NamedTuple, Optional
 
@@ -145,7 +146,7 @@ def failure_paragraph(op: str, device, problem: str, strict: bool) -> str:
             f"`python -m pytest tests/test_ops_cuda_kernels.py` shows the failing cases. {ending}")
 
 
-# (op, device, id(library)) -> 'ok' | 'disabled' | 'checking'
+# (op, device, id(library)) -> 'checking', 'ok', or what went wrong (the op is disabled)
 _status: Dict[tuple, str] = {}
 _condition = threading.Condition()
 _in_check = threading.local()  # set in the helper thread: its own calls use the kernels under check
@@ -163,24 +164,24 @@ def _approve(kernels, op, device):
     with _condition:
         while _status.get(key) == 'checking':  # another thread checks it: wait for its verdict
             _condition.wait()
-        if key in _status:
-            return _status[key] == 'ok'
-        _status[key] = 'checking'
-    problem = None
-    try:
-        problem = verify(op, device)
-    finally:
-        with _condition:
-            _status[key] = 'ok' if problem is None else 'disabled'
-            _condition.notify_all()
-    if problem is None:
+        first = key not in _status
+        if first:
+            _status[key] = 'checking'
+    if first:
+        problem = 'the check was interrupted'
+        try:
+            problem = verify(op, device)
+        finally:
+            with _condition:
+                _status[key] = 'ok' if problem is None else problem
+                _condition.notify_all()
+    if _status[key] == 'ok':
         return True
     strict = build.ops_mode() == 'cuda'
-    paragraph = failure_paragraph(op, device, problem, strict)
-    if strict:
-        raise KernelCheckError(paragraph)
-    import sys
-    print(paragraph, file=sys.stderr)
+    if strict:  # every call, not only the first: strict mode never falls back
+        raise KernelCheckError(failure_paragraph(op, device, _status[key], strict))
+    if first:
+        print(failure_paragraph(op, device, _status[key], strict), file=sys.stderr)
     return False
 
 

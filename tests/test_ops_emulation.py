@@ -80,6 +80,13 @@ def test_a_partial_warp_mask_is_a_launch_failure_with_a_message(selftest):
     assert b'partial mask' in selftest.stylegan_emu_last_message()
 
 
+@pytest.mark.parametrize('index, error', [(0, 0), (63, 0), (64, 719), (-1, 719)])
+def test_writing_outside_the_dynamic_shared_memory_is_a_launch_failure(selftest, index, error):
+    assert selftest.emu_write_shared(index, 64) == error
+    if error:
+        assert f'wrote at byte {4 * index} of its 256 bytes'.encode() in selftest.stylegan_emu_last_message()
+
+
 @pytest.mark.parametrize('block, shared, error', [((1024, 2), 0, 9), ((0, 1), 0, 9), ((64, 1), 64 * 1024, 1)],
                          ids=['too-many-threads', 'empty-block', 'too-much-shared-memory'])
 def test_launches_the_device_rejects_are_rejected(selftest, block, shared, error):

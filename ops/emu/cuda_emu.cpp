@@ -22,6 +22,7 @@ namespace {
 constexpr size_t kStackBytes = 256 * 1024;  // kernels keep register tiles in local arrays
 constexpr size_t kGuardBytes = 4096;         // PROT_NONE below each stack: an overflow faults
 constexpr size_t kMaxDynamicShared = 48 * 1024;  // the device's limit without an opt-in
+constexpr size_t kRedZone = 1024;  // poisoned bytes on both sides of the dynamic shared memory
 
 enum class FiberState { kRunnable, kAtBlockBarrier, kAtWarpBarrier, kDone };
 
@@ -43,7 +44,7 @@ struct Scheduler {
     std::vector<Fiber> fibers;
     std::vector<Warp> warps;
     std::vector<int> order;
-    std::vector<unsigned char> dynamic_shared;
+    std::vector<unsigned char> dynamic_shared;  // [red zone][the launch's bytes][red zone]
     ucontext_t main_context;
     Fiber* running = nullptr;
     void (*body)(void*) = nullptr;
@@ -208,12 +209,26 @@ bool release(Scheduler& s, int count, bool* all_done) {
     return true;
 }
 
+// A block that wrote outside its dynamic shared memory (an indexing bug that a GPU may or may
+// not survive) fails the launch.
+int check_red_zones(Scheduler& s) {
+    const size_t size = s.dynamic_shared.size();
+    for (size_t i = 0; i < size; i = (i + 1 == kRedZone) ? size - kRedZone : i + 1) {
+        if (s.dynamic_shared[i] != 0xFF) {
+            s.message = block_name() + ": wrote at byte " + std::to_string((long long)i - (long long)kRedZone) +
+                        " of its " + std::to_string(size - 2 * kRedZone) + " bytes of dynamic shared memory";
+            return cudaErrorLaunchFailure;
+        }
+    }
+    return cudaSuccess;
+}
+
 int run_block(Scheduler& s, int count) {
     s.rng = base_seed() * 0x9E3779B97F4A7C15ull ^
             ((uint64_t)state.block_idx.x << 1 | (uint64_t)state.block_idx.y << 32 | (uint64_t)state.block_idx.z << 48);
     s.rng |= 1;
     poison_static_shared(s);
-    if (!s.dynamic_shared.empty()) std::memset(s.dynamic_shared.data(), 0xFF, s.dynamic_shared.size());
+    std::memset(s.dynamic_shared.data(), 0xFF, s.dynamic_shared.size());
     prepare_fibers(s, state.block_dim);
     s.failure.clear();
     for (;;) {
@@ -231,7 +246,7 @@ int run_block(Scheduler& s, int count) {
         }
         bool all_done = false;
         if (release(s, count, &all_done)) continue;
-        if (all_done) return cudaSuccess;
+        if (all_done) return check_red_zones(s);
         s.message = block_name() + ": a barrier that can never be released: some threads wait at "
                        "__syncthreads while others of the block finished or wait at a warp intrinsic";
         return cudaErrorLaunchFailure;
@@ -259,12 +274,12 @@ int run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, void (*body)(vo
     const ThreadState outer = state;  // a launch from inside a kernel is not allowed; keep it sane
     s.body = body;
     s.payload = payload;
-    s.dynamic_shared.assign((dynamic_shared_bytes + 15) / 16 * 16, 0xFF);
+    s.dynamic_shared.assign(kRedZone + (dynamic_shared_bytes + 15) / 16 * 16 + kRedZone, 0xFF);
     prepare_fibers(s, block);
     if (s.fibers.size() < threads) return set_error(cudaErrorMemoryAllocation, "no memory for fiber stacks");
     state.block_dim = block;
     state.grid_dim = grid;
-    state.dynamic_shared = s.dynamic_shared.empty() ? nullptr : s.dynamic_shared.data();
+    state.dynamic_shared = s.dynamic_shared.data() + kRedZone;
     // Last block first: a kernel that relies on blocks running in order fails here.
     const uint64_t blocks = (uint64_t)grid.x * grid.y * grid.z;
     int error = cudaSuccess;

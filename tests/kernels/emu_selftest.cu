@@ -47,6 +47,12 @@ __global__ void partial_mask_kernel(float* out) {
     out[threadIdx.x] = __shfl_sync(0x0000ffffu, 1.0f, 0);
 }
 
+// One write to dynamic shared memory at `index` (floats).
+__global__ void write_shared_kernel(int index) {
+    STYLEGAN_DYNAMIC_SHARED(float, extra);
+    if (threadIdx.x == 0) extra[index] = 1.0f;
+}
+
 }  // namespace
 
 extern "C" int emu_reverse(float* out, const float* in, int blocks, int threads, int with_barrier) {
@@ -69,4 +75,8 @@ extern "C" int emu_partial_mask(float* out) {
 
 extern "C" int emu_launch_with_block(float* out, const float* in, int threads_x, int threads_y, int shared_bytes) {
     return stylegan_launch(reverse_kernel, dim3(1), dim3(threads_x, threads_y), shared_bytes, nullptr, out, in, 1);
+}
+
+extern "C" int emu_write_shared(int index, int floats) {
+    return stylegan_launch(write_shared_kernel, dim3(2), dim3(32), floats * sizeof(float), nullptr, index);
 }
