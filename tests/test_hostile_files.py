@@ -21,6 +21,7 @@ import torch
 from stylegan import NetworkFileError, load_network, save_network
 from stylegan.training import snapshot as snapshots
 from test_load_network import _FakeReleasePersistence, tiny_stylegan2_generator
+from test_load_tf_network import fake_tflib, tf_network
 
 MEMORY_CAP = 3 << 30
 TIME_CAP_S = 60
@@ -99,6 +100,14 @@ def checkpoint_payload(state_dict):
                                'init_kwargs': tiny_stylegan2_generator().init_kwargs, 'state_dict': state_dict}}}
 
 
+def tf_gs_pickle(path, static_kwargs, variables=None):
+    """A TensorFlow-era pickle of a lone Gs with these arguments and variables (protocol 3: no frames,
+    so a test may edit its bytes)."""
+    with fake_tflib() as Network:
+        path.write_bytes(pickle.dumps(tf_network(Network, 'G', variables or {}, static_kwargs), protocol=3))
+    return path
+
+
 def nested_tuple_key_pickle(depth):
     """{((...(1,)...),): 0} with the tuple `depth` deep: two bytes a level. A plain pickle.loads of it
     crashes the interpreter (hashing the key recurses in C), so the loader must refuse it unread."""
@@ -136,6 +145,11 @@ def crafted_files(folder):
     add('release_deeply_nested', folder / 'deep.pkl')
     add('release_shared_reference_bomb', release_pickle(folder / 'bomb.pkl', init_kwargs=dict(
         tiny_stylegan2_generator().init_kwargs, resample_filter=shared_reference_bomb(40))))
+    add('tf_million_mapping_layers', tf_gs_pickle(folder / 'tf-layers.pkl', {'mapping_layers': 10 ** 6}))
+    add('tf_big_network_no_variables', tf_gs_pickle(folder / 'tf-big.pkl', {'resolution': 1024, 'fmap_max': 1024}))
+    add('tf_array_claiming_more_than_its_bytes', tf_gs_pickle(folder / 'tf-array.pkl', {}, {'x': np.zeros(4)}))
+    data = (folder / 'tf-array.pkl').read_bytes()
+    (folder / 'tf-array.pkl').write_bytes(data.replace(b'K\x04\x85', b'J\x00\x00\x00\x01\x85', 1))
     # Checkpoints (torch.save zips).
     payload = checkpoint_payload(dict(tiny_stylegan2_generator().state_dict()))
     payload['networks']['G']['init_kwargs']['w_dim'] = 50_000
@@ -164,6 +178,9 @@ EXPECTED = {
     'release_big_network_few_weights': r"weights do not fit a Generator built from its own arguments",
     'release_deeply_nested': r'nested more than 64 deep',
     'release_shared_reference_bomb': r'has more than 1000000 values',
+    'tf_million_mapping_layers': r'has num_layers=1000000',
+    'tf_big_network_no_variables': r'has no TensorFlow variable',
+    'tf_array_claiming_more_than_its_bytes': r'a numpy array claims a shape its stored bytes do not fill',
     'checkpoint_huge_w_dim': r'has w_dim=50000',
     'checkpoint_expanded_view': r'claims shape \[100000, 10000\], more elements than the 16 bytes stored',
     'checkpoint_view_past_storage': r'cannot be read safely .*resize storage that is not resizable',
