@@ -145,8 +145,12 @@ def _load_checkpoint(path, budget):
     if payload.get('version') != CHECKPOINT_VERSION:
         raise NetworkFileError(
             f"'{path}' is checkpoint version {payload.get('version')!r}; this project reads version {CHECKPOINT_VERSION}")
+    records = payload.get('networks') or {}
+    if not isinstance(records, dict):
+        raise NetworkFileError(f"'{path}' stores its networks as a {type(records).__name__}, not a dict of "
+                               f"network records; the file is damaged")
     result = {key: build_network(record, f"{key} in '{path}'", budget)
-              for key, record in (payload.get('networks') or {}).items() if key in NETWORK_KEYS}
+              for key, record in records.items() if key in NETWORK_KEYS}
     result['augment_p'] = payload.get('augment_p')
     result['training_set_kwargs'] = payload.get('training_set_kwargs')
     return result
