@@ -195,17 +195,23 @@ def pick_arch_list(environ: Mapping[str, str] = os.environ, gpu_archs: Optional[
     return DEFAULT_ARCH_LIST
 
 
+def length_prefixed(*fields: bytes) -> bytes:
+    """The fields each preceded by its 8-byte length, so no two different lists of fields hash alike
+    (names and bytes joined by a separator could: the bytes may hold the separator)."""
+    return b''.join(len(field).to_bytes(8, 'little') + field for field in fields)
+
+
 def source_hash(sources: Sequence[pathlib.Path]) -> str:
     digest = hashlib.sha256()
     for path in sources:
-        digest.update(pathlib.Path(path).name.encode() + b'\0' + pathlib.Path(path).read_bytes() + b'\0')
+        digest.update(length_prefixed(pathlib.Path(path).name.encode(), pathlib.Path(path).read_bytes()))
     return digest.hexdigest()
 
 
 def cache_key(sources, torch_version, cuda_version, arch_list, flags=()) -> str:
     """Hex key of everything that changes the binary; a change means a fresh build folder."""
     parts = [source_hash(sources), torch_version, cuda_version, arch_list, *flags]
-    return hashlib.sha256('\n'.join(parts).encode()).hexdigest()[:16]
+    return hashlib.sha256(length_prefixed(*(part.encode() for part in parts))).hexdigest()[:16]
 
 
 def default_cache_root(environ: Mapping[str, str] = os.environ) -> pathlib.Path:

@@ -296,3 +296,28 @@ def test_checkpoints_and_release_pickles_still_load_within_the_budget(tmp_path):
                        G.eval()(z, None, noise_mode='const'))
     assert torch.equal(load_network(release_pickle(tmp_path / 'ok.pkl', G))['G_ema'](z, None, noise_mode='const'),
                        G(z, None, noise_mode='const'))
+
+
+# ---------------------------------------------------------------------------------------------
+# Content keys: every field of a hash over several files is length-prefixed.
+
+def test_metrics_cache_key_tells_apart_folders_whose_name_and_bytes_streams_coincide(tmp_path):
+    from metrics import cache as cache_lib
+    (tmp_path / 'two').mkdir()
+    (tmp_path / 'two' / 'a').write_bytes(b'1')
+    (tmp_path / 'two' / 'b').write_bytes(b'2')
+    (tmp_path / 'one').mkdir()
+    (tmp_path / 'one' / 'a').write_bytes(b'1b\0' + b'2')  # name + NUL + bytes of both give one stream
+    assert cache_lib.source_content_hash(tmp_path / 'two') != cache_lib.source_content_hash(tmp_path / 'one')
+
+
+def test_ops_build_key_tells_apart_sources_whose_streams_coincide(tmp_path):
+    from ops import build
+    (tmp_path / 'x').mkdir()
+    (tmp_path / 'x' / 'a.cu').write_bytes(b'1')
+    (tmp_path / 'x' / 'b.cu').write_bytes(b'2')
+    (tmp_path / 'y').mkdir()
+    (tmp_path / 'y' / 'a.cu').write_bytes(b'1\0b.cu\0' + b'2')
+    assert (build.source_hash([tmp_path / 'x' / 'a.cu', tmp_path / 'x' / 'b.cu'])
+            != build.source_hash([tmp_path / 'y' / 'a.cu']))
+    assert build.cache_key([], 'a\nb', 'c', 'd') != build.cache_key([], 'a', 'b\nc', 'd')
