@@ -6,6 +6,7 @@ the forward option `fp16_off_cuda=True` (the StyleGAN3 release forces float32 of
 with `semantics='sg2ada'` need no option, that release has no device check)."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import DATA_DIR
 from stylegan import load_network
@@ -93,6 +94,36 @@ def test_fp16_blocks_stay_float16_in_G_and_D(architecture, training):
     seen, logits = output_dtypes(D, lambda: D(img, None, fp16_off_cuda=True))
     assert_release_dtype_rules(D, seen, fp16_active=True)
     assert logits.dtype == torch.float32
+
+
+class MixedPrecisionOps(TorchDispatchMode):
+    """Records every aten op that reads float16 and float32 tensors together (a float32 bias,
+    noise or scale that would promote float16 activations), except in-place ops that write into a
+    float16 tensor: the releases' fused convolution adds its float32 noise that way, rounding once."""
+
+    def __init__(self):
+        super().__init__()
+        self.mixed = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor) and t.ndim > 0]
+        dtypes = {t.dtype for t in tensors}
+        in_place_into_half = func._schema.name.endswith('_') and tensors and tensors[0].dtype == torch.float16
+        if {torch.float16, torch.float32} <= dtypes and not in_place_into_half:
+            self.mixed.append(f'{func} on {[(t.dtype, tuple(t.shape)) for t in tensors]}')
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize('architecture', ['skip', 'resnet'])
+def test_no_float32_tensor_meets_a_float16_activation_forward_or_backward(architecture):
+    G, D = small_networks(architecture)
+    for training, fused in [(False, True), (True, False)]:
+        G.train(training)
+        with MixedPrecisionOps() as ops:
+            img = G(torch.randn([2, G.z_dim]), None, noise_mode='random', fused_modconv=fused, fp16_off_cuda=True)
+            D(img, None, fp16_off_cuda=True).sum().backward()
+        assert ops.mixed == [], ops.mixed[:3]
 
 
 def test_fp16_training_step_gives_finite_float32_gradients():
