@@ -37,10 +37,13 @@ class GenerateError(ValueError):
 
 # --- argument parsing ------------------------------------------------------------------------------
 
-def parse_seeds(text, limit=None):
+MAX_SEEDS = 100_000  # per command: twice a 50k FID set; '0-4000000000' would build a list of 4e9 ints
+
+
+def parse_seeds(text, limit=MAX_SEEDS):
     """'0-3,7' -> [0, 1, 2, 3, 7], as the releases parse --seeds (ranges inclusive, order kept).
-    With `limit`, more seeds than that are refused before any list is built (the server's guard
-    against '0-4000000000')."""
+    More than `limit` seeds are refused before any list is built (a guard against '0-4000000000';
+    the server passes a smaller limit)."""
     seeds = []
     for part in text.split(','):
         match = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
