@@ -354,7 +354,8 @@ def resolve_config(options, dataset, run_dir, resume=None, resume_is_snapshot=Fa
 
 def _precision_kwargs(precision):
     # fp16: the releases' scheme, float16 in the 4 highest resolutions with activations clamped to
-    # +-256 (CUDA only; the networks fall back to float32 elsewhere). bf16 and fp32 need no clamp.
+    # +-256 (CUDA only in StyleGAN3-release networks; on every device with semantics='sg2ada').
+    # bf16 and fp32 need no clamp.
     if precision == 'fp16':
         return dict(num_fp16_res=4, conv_clamp=256)
     return dict(num_fp16_res=0, conv_clamp=None)
