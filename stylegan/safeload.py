@@ -24,7 +24,7 @@ import zipfile
 import numpy as np
 import torch
 
-MAX_NESTING = 64
+MAX_NESTING = 100  # release pickles nest about 33 deep (a module tree in persistence records)
 MAX_NODES = 1_000_000
 MAX_ZIP_MEMBERS = 100_000
 MAX_TENSOR_DIMS = 16

@@ -176,7 +176,7 @@ EXPECTED = {
     'release_huge_z_dim': r'has z_dim=60000; this project builds networks with \|z_dim\| <= 4096',
     'release_million_layers': r'num_layers=1000000; .* <= 64',
     'release_big_network_few_weights': r"weights do not fit a Generator built from its own arguments",
-    'release_deeply_nested': r'nested more than 64 deep',
+    'release_deeply_nested': r'nested more than 100 deep',
     'release_shared_reference_bomb': r'has more than 1000000 values',
     'tf_million_mapping_layers': r'has num_layers=1000000',
     'tf_big_network_no_variables': r'has no TensorFlow variable',
@@ -186,7 +186,7 @@ EXPECTED = {
     'checkpoint_view_past_storage': r'cannot be read safely .*resize storage that is not resizable',
     'checkpoint_storage_claims_more_than_its_record': r'cannot be read safely .*record size \(16 bytes\) does not match',
     'checkpoint_zip_bomb': r"has a compressed \(method 8\) member 'archive/data/0'; torch.save writes",
-    'checkpoint_deeply_nested': r'nested more than 64 deep',
+    'checkpoint_deeply_nested': r'nested more than 100 deep',
     'snapshot_shared_reference_bomb': r'has more than 1000000 values',
 }
 
