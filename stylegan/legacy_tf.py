@@ -21,7 +21,6 @@ StyleGAN (v1) pickles are refused: their generator normalises activations with A
 per-channel noise, which this project's StyleGAN2 layers (weight demodulation) cannot compute; the
 StyleGAN2-ADA converter refuses them too, as it does configs A-D (progressive growing).
 """
-import inspect
 import re
 
 import numpy as np
@@ -103,11 +102,6 @@ class _KwargReader:
         if unknown:
             raise NetworkFileError(f"{self.what} has TensorFlow arguments {unknown} that this converter does not "
                                    f"know (StyleGAN2 configs E/F are converted), so it would compute something else")
-
-
-def _semantics(cls):
-    # The StyleGAN2-ADA converter builds that release's networks; this project's carry its rules.
-    return {'semantics': 'sg2ada'} if 'semantics' in inspect.signature(cls).parameters else {}
 
 
 def _dense(array):
@@ -248,7 +242,7 @@ def _record(architecture, kwargs, rules, variables, what):
     """This project's checkpoint record {'architecture', 'init_kwargs', 'state_dict'} of one network,
     its weights converted from the TF variables by `rules`."""
     cls = networks.ARCHITECTURES[architecture]
-    kwargs = dict(kwargs, **_semantics(cls))
+    kwargs = dict(kwargs, semantics='sg2ada')  # the StyleGAN2-ADA converter builds that release's networks
     check_network_args(kwargs, what)
     expected = _built(lambda: shapes_without_storage(cls, kwargs), architecture, kwargs, what)  # no allocation
     state = {}

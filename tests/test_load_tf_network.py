@@ -165,8 +165,7 @@ def test_tf_pickle_converts_to_networks_that_compute_the_same(tmp_path):
     # mbstd group from the file.
     assert nets['G_ema'].mapping.w_avg_beta == 0.995 and nets['G_ema'].init_kwargs['num_fp16_res'] == 0
     assert nets['D'].b4.mbstd.group_size == 2 and nets['D'].init_kwargs['conv_clamp'] is None
-    if hasattr(nets['G_ema'], 'semantics'):
-        assert nets['G_ema'].semantics == 'sg2ada'
+    assert nets['G_ema'].semantics == nets['G'].semantics == nets['D'].init_kwargs['semantics'] == 'sg2ada'
 
 
 def test_known_tf_layouts_land_where_they_belong(tmp_path):

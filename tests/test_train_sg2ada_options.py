@@ -53,6 +53,7 @@ def test_auto_follows_the_release_formula_of_resolution_and_gpu_count(resolution
     assert config.G_kwargs['mapping_kwargs'] == {'num_layers': 2} and config.generator == 'stylegan2'
     assert config.loss_kwargs['style_mixing_prob'] == 0.9 and config.loss_kwargs['pl_weight'] == 2
     assert config.G_reg_interval == 4 and config.D_kwargs['architecture'] == 'resnet'
+    assert config.G_kwargs['semantics'] == config.D_kwargs['semantics'] == 'sg2ada'  # that release's rules
 
 
 def test_auto_with_a_given_batch_keeps_gamma_and_groups_of_its_own_batch():
@@ -71,7 +72,8 @@ def test_sg2ada_stylegan2_preset_has_that_release_numbers_not_the_stylegan3_ones
         assert config.G_kwargs['mapping_kwargs'] == {'num_layers': 8}
         assert config.G_kwargs['channel_base'] == 32768 and config.D_kwargs['epilogue_kwargs']['mbstd_group_size'] == 4
         assert config.total_kimg == 25000 and config.loss_kwargs['pl_weight'] == 2
-    assert PRESETS['sg2ada-stylegan2'].release == 'StyleGAN2-ADA'
+    assert PRESETS['sg2ada-stylegan2'].release == 'StyleGAN2-ADA' and PRESETS['sg2ada-stylegan2'].semantics == 'sg2ada'
+    assert config.G_kwargs['semantics'] == config.D_kwargs['semantics'] == 'sg2ada'  # that release's rules
     # The StyleGAN3 release's stylegan2 is another preset: batch and gamma required, EMA ramp-up on.
     sg3 = resolve(1024, cfg='stylegan2', gpus=8, batch=32, gamma=10)
     assert sg3.ema_rampup == 0.05 and sg3.G_kwargs['fused_modconv_default'] == 'inference_only'
@@ -141,6 +143,28 @@ def test_nhwc_makes_the_fp16_blocks_channels_last():
     # StyleGAN3's layers have no channels-last variant; its D (a StyleGAN2 D) still gets it.
     sg3 = resolve(32, cfg='stylegan3-t', batch=32, gamma=2, nhwc=True)
     assert 'fp16_channels_last' not in sg3.G_kwargs and sg3.D_kwargs['block_kwargs']['fp16_channels_last']
+
+
+def test_nhwc_runs_the_float16_blocks_channels_last_with_the_same_numbers():
+    # StyleGAN2-ADA presets run their float16 blocks in float16 on the CPU too (that release's rule),
+    # so the channels-last path runs here: forward and backward, as NCHW does.
+    results = {}
+    for nhwc in (False, True):
+        config = resolve(32, cfg='paper256', nhwc=nhwc)
+        torch.manual_seed(0)
+        small = dict(channel_base=256, channel_max=16)
+        G = stylegan2.Generator(**dict(config.G_kwargs, **small)).train()
+        D = stylegan2.Discriminator(**dict(config.D_kwargs, **small)).train()
+        seen = []
+        G.synthesis.b32.conv1.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+        img = G(torch.randn(4, 512, generator=torch.Generator().manual_seed(1)), None, noise_mode='const')
+        logits = D(img, None)
+        logits.sum().backward()
+        assert seen[0].dtype == torch.float16
+        assert seen[0].is_contiguous(memory_format=torch.channels_last) == nhwc
+        results[nhwc] = (img.detach(), logits.detach(), G.synthesis.b32.conv1.weight.grad)
+    for plain, nhwc in zip(results[False], results[True]):
+        assert torch.allclose(plain, nhwc, rtol=1e-3, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------
