@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import DATA_DIR
 from stylegan import NetworkFileError, load_network, save_network
 from stylegan.training import snapshot as snapshots
 from test_load_network import _FakeReleasePersistence, tiny_stylegan2_generator
@@ -321,3 +322,29 @@ def test_ops_build_key_tells_apart_sources_whose_streams_coincide(tmp_path):
     assert (build.source_hash([tmp_path / 'x' / 'a.cu', tmp_path / 'x' / 'b.cu'])
             != build.source_hash([tmp_path / 'y' / 'a.cu']))
     assert build.cache_key([], 'a\nb', 'c', 'd') != build.cache_key([], 'a', 'b\nc', 'd')
+
+
+# ---------------------------------------------------------------------------------------------
+# Snapshots whose training state has the wrong structure: refused when read, before any resume.
+
+def _tamper_rng(state):
+    state['rng']['ranks'][0]['torch'] = torch.zeros(10, dtype=torch.uint8)
+
+
+def _tamper_ada(state):
+    state['ada'] = {'p': torch.zeros(10 ** 6), 'sign_stats': torch.zeros(2), 'num_batches': 0, 'last_rt': 0.0}
+
+
+@pytest.mark.parametrize('tamper, where', [
+    (_tamper_rng, r"training_state\['rng'\]\['ranks'\]\[0\] is not the torch, numpy and Python RNG states"),
+    (lambda state: state.update(G_opt=[1, 2]), r"training_state\['G_opt'\] is not a dict"),
+    (lambda state: state['loop'].update(cur_nimg='8'), r"training_state\['loop'\] is not a dict of integers"),
+    (_tamper_ada, r"training_state\['ada'\] is not ADA's state"),
+])
+def test_snapshot_with_a_wrongly_shaped_training_state_is_refused_when_read(tmp_path, tamper, where):
+    payload = torch.load(DATA_DIR / 'snapshot-before-layout-move.pt', weights_only=True)
+    snapshots.training_state_of(payload)  # the real snapshot passes
+    tamper(payload['training_state'])
+    torch.save(payload, tmp_path / 'snapshot.pt')
+    with pytest.raises(NetworkFileError, match=where + r'.*, so the snapshot is damaged or was not written by this project\.$'):
+        snapshots.training_state_of(snapshots.read_checkpoint_payload(tmp_path / 'snapshot.pt'))

@@ -122,10 +122,61 @@ def training_state_of(payload):
     state = payload.get('training_state') if isinstance(payload, dict) else None
     if state is None:
         return None
-    if state.get('version') != TRAINING_STATE_VERSION:
-        raise NetworkFileError(f"snapshot training state version {state.get('version')!r} is not "
+    if not isinstance(state, dict) or state.get('version') != TRAINING_STATE_VERSION:
+        version = state.get('version') if isinstance(state, dict) else state
+        raise NetworkFileError(f"snapshot training state version {version!r} is not "
                                f"{TRAINING_STATE_VERSION}, the version this project continues from.")
+    check_training_state(state)
     return state
+
+
+def check_training_state(state):
+    """Refuse a training state whose parts are not the types and sizes `write_snapshot` stores, so
+    that resuming never fails half-way (a wrong RNG state size, a tensor where a number belongs).
+    The optimizer states are checked against the run's parameters by `check_optimizer_state`."""
+    def expect(ok, where, expected):
+        if not ok:
+            raise NetworkFileError(f"the snapshot's training_state{where} is not {expected}, so the snapshot is "
+                                   f"damaged or was not written by this project.")
+
+    def tensor(value, dtype, numel):
+        return isinstance(value, torch.Tensor) and value.dtype == dtype and value.numel() == numel
+
+    for key in ('loop', 'G_opt', 'D_opt', 'loss', 'nonfinite', 'rng', 'options', 'config'):
+        expect(isinstance(state.get(key), dict), f"['{key}']", 'a dict')
+    expect(all(_is_int(v) for v in state['loop'].values()), "['loop']", 'a dict of integers')
+    pl_mean = state['loss'].get('pl_mean')
+    expect(pl_mean is None or (isinstance(pl_mean, torch.Tensor) and pl_mean.numel() == 1), "['loss']", 'a pl_mean scalar')
+    nonfinite = state['nonfinite']
+    expect(_is_int(nonfinite.get('streak')) and _is_int(nonfinite.get('total'))
+           and isinstance(nonfinite.get('per_phase'), dict), "['nonfinite']", 'the counters of skipped steps')
+    ada = state.get('ada')
+    expect(ada is None or (isinstance(ada, dict) and isinstance(ada.get('p'), torch.Tensor) and ada['p'].numel() == 1
+                           and isinstance(ada.get('sign_stats'), torch.Tensor) and ada['sign_stats'].numel() <= 16
+                           and _is_int(ada.get('num_batches'))), "['ada']", "ADA's state (p, sign_stats, num_batches)")
+    rng = state['rng']
+    expect(tensor(rng.get('latents'), torch.uint8, torch.Generator().get_state().numel()), "['rng']['latents']",
+           "a CPU generator's state")
+    ranks = rng.get('ranks')
+    expect(isinstance(ranks, list) and len(ranks) <= 4096, "['rng']['ranks']", 'a list of per-rank RNG states')
+    for rank, rank_state in enumerate(ranks):
+        where = f"['rng']['ranks'][{rank}]"
+        expect(isinstance(rank_state, dict), where, 'a dict')
+        expect(tensor(rank_state.get('torch'), torch.uint8, torch.get_rng_state().numel())
+               and tensor(rank_state.get('numpy_keys'), torch.int64, 624)
+               and tensor(rank_state.get('numpy_pos'), torch.int64, 2)
+               and tensor(rank_state.get('numpy_gauss'), torch.float64, 1)
+               and tensor(rank_state.get('python_internal'), torch.int64, 625)
+               and _is_int(rank_state.get('python_version'))
+               and (rank_state.get('python_gauss') is None or isinstance(rank_state.get('python_gauss'), float))
+               and ('cuda' not in rank_state or (isinstance(rank_state['cuda'], torch.Tensor)
+                                                 and rank_state['cuda'].dtype == torch.uint8
+                                                 and rank_state['cuda'].numel() <= 1 << 20)),
+               where, 'the torch, numpy and Python RNG states capture_rng_state stores')
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_optimizer_state(optimizer, state, what):
@@ -155,15 +206,21 @@ def check_optimizer_state(optimizer, state, what):
 def find_latest_snapshot(outdir):
     """The newest snapshot under `outdir`: highest run number, then highest kimg. None if there is none.
     Temporary files of interrupted writes (`*.tmp`) are never candidates."""
+    newest_first = snapshots_newest_first(outdir)
+    return newest_first[0] if newest_first else None
+
+
+def snapshots_newest_first(outdir):
+    """Paths of the snapshots in the run folders of `outdir`, newest (run number, kimg) first."""
     if not os.path.isdir(outdir):
-        return None
+        return []
     candidates = []
     for entry in os.listdir(outdir):
         match = RUN_DIR_PATTERN.match(entry)
         run_dir = os.path.join(outdir, entry)
         if match and os.path.isdir(run_dir):
             candidates += [((int(match.group(1)), kimg), path) for kimg, path in _snapshots_in(run_dir)]
-    return max(candidates)[1] if candidates else None
+    return [path for _key, path in sorted(candidates, reverse=True)]
 
 
 def _snapshots_in(run_dir):
