@@ -348,3 +348,16 @@ def test_snapshot_with_a_wrongly_shaped_training_state_is_refused_when_read(tmp_
     torch.save(payload, tmp_path / 'snapshot.pt')
     with pytest.raises(NetworkFileError, match=where + r'.*, so the snapshot is damaged or was not written by this project\.$'):
         snapshots.training_state_of(snapshots.read_checkpoint_payload(tmp_path / 'snapshot.pt'))
+
+
+def test_cifar10_batch_nested_a_million_deep_is_refused_without_crashing(tmp_path):
+    import tarfile
+    from stylegan.data.sources import SourceError, open_source
+    with tarfile.open(tmp_path / 'cifar.tar.gz', 'w:gz') as tar:
+        for batch in range(1, 6):
+            blob = nested_tuple_key_pickle(1_000_000)
+            info = tarfile.TarInfo(f'cifar-10-batches-py/data_batch_{batch}')
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    with pytest.raises(SourceError, match=r"unreadable 'cifar-10-batches-py/data_batch_1' \(.*nested more than 100 deep"):
+        open_source(tmp_path / 'cifar.tar.gz')

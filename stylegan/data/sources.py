@@ -23,6 +23,7 @@ from stylegan.data.dataset import (LABELS_FILE, MAX_LABELS_BYTES, MAX_MEMBER_BYT
                                    zip_member_problem)
 from stylegan.files import open_regular_file, read_limited
 from stylegan.legacy import NUMPY_GLOBALS
+from stylegan.safeload import check_pickle_nesting, walk_checked
 
 
 class SourceError(ValueError):
@@ -174,7 +175,11 @@ def _read_cifar10_batch(tar, member_name, where):
                           f"far more than a CIFAR-10 batch (31 MB).")
     try:
         with tar.extractfile(member_name) as f:
-            batch = _ArrayOnlyUnpickler(f, encoding='latin1').load()
+            data = f.read()
+        # A tuple nested a million deep crashes the unpickler when hashed; shared references can
+        # make the batch a billion values: both are refused (as ValueError) before numpy sees them.
+        check_pickle_nesting(data, f"'{member_name}'")
+        batch = walk_checked(_ArrayOnlyUnpickler(io.BytesIO(data), encoding='latin1').load(), f"'{member_name}'")
         images = np.asarray(batch['data'], dtype=np.uint8).reshape(-1, 3, 32, 32)  # [N, 3*32*32] -> [N, C, H, W]
         labels = np.asarray(batch['labels'], dtype=np.int64)
     except (KeyError, pickle.UnpicklingError, ValueError, TypeError, EOFError, OSError) as error:
