@@ -9,6 +9,13 @@ resolves only an allow-list of globals (tensor and numpy rebuilders, `OrderedDic
 turns every persistent object into an inert `ReleaseObject` record: class name, constructor
 arguments and the tensors of its `state`. The module source is never looked at. Building this
 project's networks from those records is `stylegan.checkpoint`'s job.
+
+Nothing read can reach memory the file did not hold: each embedded storage is rebuilt from its own
+bytes by a reader of torch's legacy format (not `torch.load`), each tensor view is checked to lie
+inside its storage, numpy dtypes must be plain numbers (a pickled dtype state can otherwise claim
+to hold Python objects) and numpy arrays must be filled exactly by their bytes. The pickle is
+scanned for deep nesting before it is unpickled and walked within limits after
+(`stylegan.safeload`).
 """
 import collections
 import io
