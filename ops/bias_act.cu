@@ -35,15 +35,15 @@ __device__ ActivationValue activation(int32_t act, float z, float alpha) {
         const float s = sigmoid(z), d = s * (1.0f - s);
         return {s, d, d * (1.0f - 2.0f * s)};
     }
-    case kElu: {
+    case kElu: {  // at z == 0: f' = 1 from the exp branch, f'' = 0 (torch masks its double backward with z < 0)
         if (z > 0.0f) return {z, 1.0f, 0.0f};
         const float e = expf(z);
-        return {expm1f(z), e, e};
+        return {expm1f(z), e, z < 0.0f ? e : 0.0f};
     }
     case kSelu: {
         if (z > 0.0f) return {kSeluScale * z, kSeluScale, 0.0f};
         const float e = kSeluScale * kSeluAlpha * expf(z);
-        return {kSeluScale * kSeluAlpha * expm1f(z), e, e};
+        return {kSeluScale * kSeluAlpha * expm1f(z), e, z < 0.0f ? e : 0.0f};
     }
     case kSoftplus: {
         if (z > kSoftplusThreshold) return {z, 1.0f, 0.0f};

@@ -132,9 +132,9 @@ _DERIVATIVES = {
     'sigmoid':  (lambda z, a: torch.sigmoid(z) * (1 - torch.sigmoid(z)),
                  lambda z, a: torch.sigmoid(z) * (1 - torch.sigmoid(z)) * (1 - 2 * torch.sigmoid(z))),
     'elu':      (lambda z, a: torch.where(z > 0, 1.0, torch.exp(z)),
-                 lambda z, a: torch.where(z > 0, 0.0, torch.exp(z))),
+                 lambda z, a: torch.where(z < 0, torch.exp(z), 0.0)),  # f''(0) = 0, as torch's double backward
     'selu':     (lambda z, a: _SELU_SCALE * torch.where(z > 0, 1.0, _SELU_ALPHA * torch.exp(z)),
-                 lambda z, a: _SELU_SCALE * torch.where(z > 0, 0.0, _SELU_ALPHA * torch.exp(z))),
+                 lambda z, a: _SELU_SCALE * torch.where(z < 0, _SELU_ALPHA * torch.exp(z), 0.0)),
     'softplus': (lambda z, a: torch.where(z > _SOFTPLUS_THRESHOLD, 1.0, torch.sigmoid(z)),
                  lambda z, a: torch.where(z > _SOFTPLUS_THRESHOLD, 0.0, torch.sigmoid(z) * (1 - torch.sigmoid(z)))),
     'swish':    (lambda z, a: torch.sigmoid(z) * (1 + z * (1 - torch.sigmoid(z))),

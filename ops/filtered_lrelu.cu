@@ -205,7 +205,7 @@ template <class T, int UP, int DOWN, int T1, int T2>
 int launch_with(void* out, const void* x, const void* bias, const float* f1, const float* f2, uint32_t* record,
                 const FilteredLreluParams& p, const FlreluTile& t, void* stream) {
     const dim3 grid((unsigned)((p.out_w + t.tile_w - 1) / t.tile_w), (unsigned)((p.out_h + t.tile_h - 1) / t.tile_h),
-                    (unsigned)std::min<int64_t>(p.batch * p.channels, 65535));
+                    (unsigned)std::min<int64_t>(p.batch * p.channels, STYLEGAN_MAX_GRID_Z));
     return stylegan_launch(filtered_lrelu_kernel<T, UP, DOWN, T1, T2>, grid, dim3(kTileThreads), shared_bytes(p, t),
                            stream, static_cast<T*>(out), static_cast<const T*>(x), static_cast<const T*>(bias), f1,
                            f2, record, p, t);

@@ -65,6 +65,13 @@ template <> __device__ __forceinline__ float from_float<float>(float v) { return
 template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// Most blocks along a grid's z (the CUDA limit). The tiled kernels loop over planes in steps of
+// gridDim.z; the emulated build defines a small cap so that the loop's later passes (and the
+// barrier at its top) run in the tests too.
+#ifndef STYLEGAN_MAX_GRID_Z
+#define STYLEGAN_MAX_GRID_Z 65535
+#endif
+
 // Grid for a grid-stride loop over `n` elements with 256-thread blocks.
 inline unsigned int grid_size_for(int64_t n) {
     const int64_t blocks = (n + 255) / 256;

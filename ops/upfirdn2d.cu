@@ -150,7 +150,7 @@ int launch_tiled(void* out, const void* x, const float* filter, const UpfirdnPar
                  void* stream) {
     const int64_t planes = p.batch * p.channels;
     const dim3 grid((unsigned)((p.out_w + t.tile_w - 1) / t.tile_w), (unsigned)((p.out_h + t.tile_h - 1) / t.tile_h),
-                    (unsigned)std::min<int64_t>((planes + t.tile_p - 1) / t.tile_p, 65535));
+                    (unsigned)std::min<int64_t>((planes + t.tile_p - 1) / t.tile_p, STYLEGAN_MAX_GRID_Z));
     return stylegan_launch(upfirdn2d_tiled_kernel<T, SEP, UP, DOWN, TAPS>, grid, dim3(kTileThreads),
                            tile_shared_bytes(p, t), stream, static_cast<T*>(out), static_cast<const T*>(x), filter,
                            p, t);
