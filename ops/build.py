@@ -453,7 +453,7 @@ def emulated_failure_message(error: OpsBuildError) -> str:
     construct the emulation does not provide: see ops/emu/cuda_emu.h)."""
     log = f" The full log is in {error.log_path}." if error.log_path else ''
     return (f"stylegan ops: building the emulated kernels (ops/*.cu compiled for the CPU with ops/emu/cuda_emu.h) "
-            f"failed: {error}.{log} The kernels may use only what the emulation provides (listed in "
+            f"failed: {str(error).rstrip('.')}.{log} The kernels may use only what the emulation provides (listed in "
             f"ops/emu/cuda_emu.h); a C++ compiler (c++ or $CXX) and ninja are needed. Delete "
             f"{default_cache_root()} to rebuild from scratch.")
 

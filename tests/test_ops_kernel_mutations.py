@@ -122,11 +122,16 @@ def test_a_tile_halo_one_short_makes_the_cases_fail(tmp_path, site):
 # The run-time guard in use, with a deliberately wrong build: every fp16/bf16 load reads 1/16
 # too large (STYLEGAN_EMU_FAULT_HALF_LOADS in ops/emu/cuda_emu.h), whatever the kernels are.
 
+@pytest.fixture(scope='module')
+def wrong_build(tmp_path_factory):
+    return kernels_module.emulated_kernels(defines=('STYLEGAN_EMU_FAULT_HALF_LOADS',),
+                                           cache_root=tmp_path_factory.mktemp('cache'))
+
+
 @pytest.fixture
-def wrong_kernels(tmp_path):
-    guard.reset()
-    yield kernels_module.emulated_kernels(defines=('STYLEGAN_EMU_FAULT_HALF_LOADS',),
-                                          cache_root=tmp_path / 'cache')
+def wrong_kernels(wrong_build):
+    guard.reset()  # each test sees the guard's first verdict
+    yield wrong_build
     guard.reset()
 
 
