@@ -93,7 +93,8 @@ def build_parser():
 def main(argv=None):
     given = vars(build_parser().parse_args(argv))  # only the options on the command line
     try:
-        options = launch.options_from(given, launch.snapshot_options(given.get('resume'), given.get('outdir')))
+        given, stored_options = launch.read_resume(given)  # --resume=latest -> a path; notes about --data
+        options = launch.options_from(given, stored_options)
         config, options = launch.prepare_training(options)
         print(f'Run folder: {config.run_dir}')
         for key, value in dataclasses.asdict(config).items():
