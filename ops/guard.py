@@ -59,13 +59,13 @@ def _with_gradients(function, device, dtype, seed, shapes, second_order=False):
     return [(name, f, r) for name, f, r in zip(names, *results)]
 
 
-def _upfirdn2d_case(name, dtype, up, down, padding, taps, separable, seed):
+def _upfirdn2d_case(name, dtype, up, down, padding, taps, separable, seed, shape=(1, 3, 9, 11)):
     def run(device):
         from .upfirdn2d import setup_filter, upfirdn2d
         f = setup_filter(torch.rand([taps], generator=torch.Generator().manual_seed(seed)) + 0.2,
                          separable=separable)
         return _with_gradients(lambda x, impl: upfirdn2d(x, f.to(x.device), up=up, down=down, padding=padding,
-                                                         gain=1.5, impl=impl), device, dtype, seed, [[1, 3, 9, 11]])
+                                                         gain=1.5, impl=impl), device, dtype, seed, [list(shape)])
     return Case(name, dtype, run)
 
 
@@ -77,12 +77,12 @@ def _bias_act_case(name, dtype, act, clamp, shape, second_order, seed):
     return Case(name, dtype, run)
 
 
-def _filtered_lrelu_case(name, dtype, up, down, padding, taps, clamp, seed, separable=True):
+def _filtered_lrelu_case(name, dtype, up, down, padding, taps, clamp, seed, separable=(True, True)):
     def run(device):
         from .filtered_lrelu import filtered_lrelu
         from .upfirdn2d import setup_filter
         generator = torch.Generator().manual_seed(seed)
-        fu, fd = (setup_filter(torch.rand([taps], generator=generator) + 0.2, separable=separable) for _ in range(2))
+        fu, fd = (setup_filter(torch.rand([taps], generator=generator) + 0.2, separable=s) for s in separable)
         return _with_gradients(lambda x, b, impl: filtered_lrelu(
             x, fu.to(x.device), fd.to(x.device), b, up=up, down=down, padding=padding, gain=1.4, slope=0.2,
             clamp=clamp, impl=impl), device, dtype, seed, [[1, 3, 8, 9], [3]])
@@ -95,7 +95,9 @@ CASES: Dict[str, List[Case]] = {
     'upfirdn2d': [
         _upfirdn2d_case('up 2, 4x4 filter, float32', torch.float32, 2, 1, (2, 1, 2, 1), 4, False, 1),
         _upfirdn2d_case('down 2, 12-tap separable filter, float16', torch.float16, 1, 2, 5, 12, True, 2),
-        _upfirdn2d_case('up 1 down 1, 3x3 filter, bfloat16', torch.bfloat16, 1, 1, 1, 3, False, 3),
+        # 24 planes of 16x16: more plane groups than blocks in the emulation (STYLEGAN_MAX_GRID_Z=2).
+        _upfirdn2d_case('up 1 down 1, 3x3 filter, 24 planes, bfloat16', torch.bfloat16, 1, 1, 1, 3, False, 3,
+                        shape=(3, 8, 16, 16)),
         _upfirdn2d_case('up 4 down 2, 5-tap separable filter, negative padding, float32', torch.float32, 4, 2,
                         (3, -2, -1, 4), 5, True, 4),
     ],
@@ -108,7 +110,9 @@ CASES: Dict[str, List[Case]] = {
         _filtered_lrelu_case('up 2 down 2, 12-tap filters, clamp, float32', torch.float32, 2, 2, 10, 12, 0.5, 8),
         _filtered_lrelu_case('up 4 down 2, 8-tap filters, float16', torch.float16, 4, 2, (7, 6, 6, 7), 8, None, 9),
         _filtered_lrelu_case('up 1 down 1, 3x3 filters, bfloat16', torch.bfloat16, 1, 1, 2, 3, None, 10,
-                             separable=False),
+                             separable=(False, False)),
+        _filtered_lrelu_case('up 2 down 2, separable up and 2-D down filters (StyleGAN3-R), float32', torch.float32,
+                             2, 2, 5, 6, None, 11, separable=(True, False)),
     ],
 }
 

@@ -82,6 +82,7 @@ def test_bias_act_kernel_writes_every_element_past_one_grid_and_off_alignment(ba
 # upfirdn2d
 
 def random_filter(kind, taps, generator):
+    """kind 'separable' (1-D taps), 'full' (2-D), or 'none' (identity)."""
     if kind == 'none':
         return None
     if kind == 'separable':
@@ -133,6 +134,17 @@ def test_upfirdn2d_filters_of_1_to_12_taps(backend, kind, up, down):
                         [x], torch.float32, second_order=False, what=f'upfirdn2d {taps} taps')
 
 
+@pytest.mark.parametrize('kind', ['separable', 'full'])
+def test_upfirdn2d_blocks_that_loop_over_plane_groups(backend, kind):
+    # 24 planes of 16x16 make 3 groups of 8 planes; the emulated build has 2 z-blocks
+    # (STYLEGAN_MAX_GRID_Z=2), so a block runs a second pass over the shared tile.
+    g = torch.Generator().manual_seed(5)
+    f = random_filter(kind, 3, g)
+    x = torch.randn([3, 8, 16, 16], generator=g).to(backend.device).requires_grad_()
+    check_gradients(lambda x: upfirdn2d(x, f.to(x.device), padding=1), lambda x: upfirdn2d(x, f, padding=1, impl='ref'),
+                    [x], torch.float32, second_order=False, what=f'upfirdn2d 24 planes {kind}')
+
+
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)
 def test_upfirdn2d_kernel_writes_every_element(backend, dtype):
     x = torch.randn([3, 5, 37, 29]).to(backend.device, dtype)
@@ -160,11 +172,12 @@ FLRELU_CASES = {  # id: (up, down, padding, fu taps, fd taps); as StyleGAN3's la
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)
 @pytest.mark.parametrize('case', sorted(FLRELU_CASES))
 @pytest.mark.parametrize('clamp', [None, 0.6], ids=['noclamp', 'clamp'])
-@pytest.mark.parametrize('kind', ['separable', 'full'])
+@pytest.mark.parametrize('kind', ['separable', 'full', 'separable-full'])
 def test_filtered_lrelu_equals_reference(backend, dtype, case, clamp, kind):
     up, down, padding, taps_u, taps_d = FLRELU_CASES[case]
     g = torch.Generator().manual_seed(sum(map(ord, case + kind)))
-    fu, fd = random_filter(kind, taps_u, g), random_filter(kind, taps_d, g)
+    kind_u, kind_d = kind.split('-') if '-' in kind else (kind, kind)  # separable-full: StyleGAN3-R's
+    fu, fd = random_filter(kind_u, taps_u, g), random_filter(kind_d, taps_d, g)
     x = torch.randn([2, 4, 9, 10], generator=g).to(backend.device, dtype).requires_grad_()
     b = torch.randn([4], generator=g).to(backend.device, dtype).requires_grad_()
     args = dict(up=up, down=down, padding=padding, gain=1.3, slope=0.15, clamp=clamp, flip_filter=(case == 'plain'))
