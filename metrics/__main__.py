@@ -54,10 +54,18 @@ def check_args(args):
 
 
 def dataset_kwargs(args, network):
-    """ImageDataset keyword arguments from --data/--mirror, else from the file's training_set_kwargs."""
-    kwargs = dict(network.get('training_set_kwargs') or {})
+    """ImageDataset keyword arguments from --data/--mirror, else from the file's training_set_kwargs
+    (data from a file: its path must be a plain path without '..', and its other values of their type)."""
+    stored = network.get('training_set_kwargs') or {}
+    kwargs = dict(stored) if isinstance(stored, dict) else {}
     if args.data is not None:
-        kwargs = {'path': args.data, 'use_labels': kwargs.get('use_labels', False)}
+        kwargs = {'path': args.data, 'use_labels': kwargs.get('use_labels', False) is True}
+    elif 'path' in kwargs:
+        path = kwargs['path']
+        if not isinstance(path, str) or '\0' in path or '..' in path.replace('\\', '/').split('/') \
+                or any(not isinstance(kwargs.get(k, False), bool) for k in ('use_labels', 'xflip')):
+            raise ValueError(f"'{args.network}' names its dataset as {str(path)[:80]!r} with options that are not a "
+                             f"plain path and booleans; give --data.")
     if args.mirror is not None:
         kwargs['xflip'] = args.mirror
     return kwargs if 'path' in kwargs else None
@@ -77,6 +85,9 @@ def run(rank, args, names, init_file):
     if G is None:
         raise ValueError(f"'{args.network}' holds no generator (G_ema or G)")
     data = dataset_kwargs(args, network)
+    if rank == 0 and args.data is None and data is not None:
+        print(f"note: --data not given, so metrics that read a dataset use the one the network file names, "
+              f"'{data['path']}'.", file=sys.stderr)
     run_dir = args.run_dir or os.path.dirname(os.path.abspath(args.network))
     for name in names:
         result = metric_main.calc_metric(name, G, data, num_gpus=args.gpus, rank=rank, device=device,

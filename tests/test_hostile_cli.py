@@ -140,3 +140,15 @@ def test_a_new_run_removes_the_temporaries_a_killed_run_left(tmp_path):
     assert not leftover.exists() and all(path.exists() for path in kept)
     with pytest.raises(FileExistsError):  # and a run folder is never reused
         launch.create_run_dir(config, TrainOptions())
+
+
+def test_metrics_refuse_a_dataset_path_from_the_network_file_that_climbs_out(tmp_path):
+    from metrics.__main__ import dataset_kwargs
+    args = types.SimpleNamespace(network='net.pt', data=None, mirror=None)
+    with pytest.raises(ValueError, match="names its dataset as '../../secret'"):
+        dataset_kwargs(args, {'training_set_kwargs': {'path': '../../secret'}})
+    with pytest.raises(ValueError, match='give --data'):
+        dataset_kwargs(args, {'training_set_kwargs': {'path': 'data.zip', 'use_labels': 'yes'}})
+    assert dataset_kwargs(args, {'training_set_kwargs': {'path': 'data.zip', 'xflip': True}})['path'] == 'data.zip'
+    args.data = 'mine.zip'  # the command line wins, whatever the file says
+    assert dataset_kwargs(args, {'training_set_kwargs': {'path': '../../secret'}})['path'] == 'mine.zip'
