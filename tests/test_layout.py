@@ -23,7 +23,8 @@ OLD_SNAPSHOT = REPO / 'tests' / 'data' / 'snapshot-before-layout-move.pt'
 LAYERS = [
     ('ops',),
     ('stylegan.networks',),
-    ('stylegan', 'stylegan.legacy', 'stylegan.checkpoint', 'stylegan.files', 'stylegan.durations'),
+    ('stylegan', 'stylegan.legacy', 'stylegan.checkpoint', 'stylegan.files', 'stylegan.durations',
+     'stylegan.safeload'),
     ('stylegan.data',),
     ('metrics',),
     ('stylegan.training',),
