@@ -259,3 +259,12 @@ def test_atomic_write_without_replace_never_replaces_a_file(tmp_path):
     files.atomic_write(tmp_path / 'b.bin', lambda f: f.write(b'new'), replace=False)
     assert (tmp_path / 'a.bin').read_bytes() == b'old' and (tmp_path / 'b.bin').read_bytes() == b'new'
     assert sorted(os.listdir(tmp_path)) == ['a.bin', 'b.bin']  # no temporary left behind
+
+
+def test_an_idx_file_past_its_size_limit_is_not_read(tmp_path, monkeypatch, capsys):
+    import gzip
+    header = struct.pack('>BBBB', 0, 0, 8, 3) + struct.pack('>3I', 3, 28, 28)
+    with gzip.open(tmp_path / 'train-images-idx3-ubyte.gz', 'wb') as f:
+        f.write(header + bytes(3 * 28 * 28))  # 2.4 KB that a gzip bomb could make gigabytes
+    monkeypatch.setattr(sources, 'MAX_MEMBER_BYTES', 1000)
+    assert 'larger than 1000 bytes' in tool_fails(capsys, tmp_path / 'train-images-idx3-ubyte.gz', tmp_path / 'out.zip')
