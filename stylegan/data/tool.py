@@ -28,6 +28,7 @@ sizes, since the first image was the odd one out.
 import argparse
 import collections
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -327,10 +328,12 @@ class DatasetWriter:
                 if os.path.lexists(self.dest):
                     raise FileExistsError(self.dest)
                 os.rename(self.partial, self.dest)
-        except OSError:
+        except OSError as error:
             self.abort()
-            raise DatasetToolError(f"destination '{self.dest}' appeared during the conversion; it was left as it "
-                                   f"is and nothing was written (choose another --dest).") from None
+            if isinstance(error, FileExistsError) or error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                raise DatasetToolError(f"destination '{self.dest}' appeared during the conversion; it was left as "
+                                       f"it is and nothing was written (choose another --dest).") from None
+            raise  # the disk or permissions: main() says which
 
     def abort(self):
         if self.zip is not None:
