@@ -181,15 +181,10 @@ size_t shared_bytes(const FilteredLreluParams& p, const FlreluTile& t) {
     return sizeof(float) * (filters + t.buf0 + t.buf1) + codes;
 }
 
-int balanced(int64_t size, int limit) {
-    const int64_t count = (size + limit - 1) / limit;
-    return (int)((size + count - 1) / count);
-}
-
 // 32x32 outputs (a 74x74 middle at StyleGAN3's up 2 / down 2 / 12 taps: ~34 KiB), balanced over
 // the image and halved along the longer side until it fits in 48 KiB.
 bool choose_tile(const FilteredLreluParams& p, FlreluTile* tile) {
-    int tile_w = balanced(p.out_w, 32), tile_h = balanced(p.out_h, 32);
+    int tile_w = balanced_tile(p.out_w, 32), tile_h = balanced_tile(p.out_h, 32);
     FlreluTile t = tile_for(p, tile_w, tile_h);
     while (shared_bytes(p, t) > (size_t)kMaxSharedBytes) {
         if (tile_h > 1 && tile_h >= tile_w) tile_h = (tile_h + 1) / 2;

@@ -80,6 +80,13 @@ __device__ __forceinline__ void stage_floats(float* dst, const float* src, int n
     for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
 }
 
+// Balanced tile extent: the fewest tiles of at most `limit`, all of (nearly) equal size (a
+// 36-wide image gets two 18-wide tiles rather than 32 + 4, which would waste most of a block).
+inline int balanced_tile(int64_t size, int limit) {
+    const int64_t count = (size + limit - 1) / limit;
+    return (int)((size + count - 1) / count);
+}
+
 // Shared memory the kernels may use without the opt-in attribute (48 KiB on every GPU since
 // sm_30); the tile sizes are chosen on the host to fit under it.
 constexpr int kMaxSharedBytes = 48 * 1024;

@@ -114,13 +114,6 @@ size_t tile_shared_bytes(const UpfirdnParams& p, const UpfirdnTile& t) {
     return sizeof(float) * (filter_floats(p) + (size_t)t.tile_p * t.in_h * t.in_w + rows);
 }
 
-// Balanced tile extent: the fewest tiles of at most `limit`, equal sizes (a 36-wide image gets
-// two 18-wide tiles rather than 32 + 4).
-int balanced_extent(int64_t size, int limit) {
-    const int64_t count = (size + limit - 1) / limit;
-    return (int)((size + count - 1) / count);
-}
-
 UpfirdnTile tile_with_halo(const UpfirdnParams& p, int tile_w, int tile_h, int tile_p) {
     return {tile_w, tile_h, tile_p, tile_source_length(tile_w, p.down_x, p.filter_w, p.up_x),
             tile_source_length(tile_h, p.down_y, p.filter_h, p.up_y)};
@@ -130,8 +123,8 @@ UpfirdnTile tile_with_halo(const UpfirdnParams& p, int tile_w, int tile_h, int t
 // 64 wide for coalesced rows; shrunk (planes, then the longer side) until it fits in 48 KiB.
 // Returns false when even one output's footprint does not fit.
 bool choose_tile(const UpfirdnParams& p, UpfirdnTile* tile) {
-    int tile_w = balanced_extent(p.out_w, 64);
-    int tile_h = balanced_extent(p.out_h, (int)std::max<int64_t>(1, 2048 / tile_w));
+    int tile_w = balanced_tile(p.out_w, 64);
+    int tile_h = balanced_tile(p.out_h, (int)std::max<int64_t>(1, 2048 / tile_w));
     int tile_p = (int)std::min<int64_t>(p.batch * p.channels, std::max(1, 2048 / (tile_w * tile_h)));
     UpfirdnTile t = tile_with_halo(p, tile_w, tile_h, tile_p);
     while (tile_shared_bytes(p, t) > (size_t)kMaxSharedBytes) {
