@@ -16,7 +16,7 @@ from stylegan.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from stylegan.generate import main as generate_main
 from stylegan.training import launch
 from stylegan.training.config import TrainOptions
-from stylegan.training.snapshot import TRAINING_STATE_VERSION
+from stylegan.training.snapshot import TRAINING_STATE_VERSION, capture_rng_state
 from test_train_cli import fails_cleanly, outdir, run_cli  # noqa: F401  (outdir is a fixture)
 from test_train_helpers import make_image_folder
 
@@ -27,14 +27,17 @@ def images(tmp_path):
 
 
 def write_snapshot(path, options=None, networks=None):
-    """A training snapshot of this project's format holding only what resuming checks read first:
-    G_ema's constructor arguments (16x16) and the stored options."""
+    """A training snapshot of this project's format holding what resuming checks before the run
+    folder: G_ema's constructor arguments (16x16), a well-formed training state, the stored options."""
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {'architecture': 'stylegan2.Generator', 'init_kwargs': {'img_resolution': 16}, 'state_dict': {}}
+    state = {'version': TRAINING_STATE_VERSION, 'loop': {'cur_nimg': 4000, 'cur_tick': 1, 'batch_idx': 1},
+             'G_opt': {}, 'D_opt': {}, 'loss': {}, 'nonfinite': {'streak': 0, 'total': 0, 'per_phase': {}},
+             'ada': None, 'rng': {'latents': torch.Generator().get_state(), 'ranks': [capture_rng_state('cpu')]},
+             'options': options or {}, 'config': {}}
     torch.save({'format': CHECKPOINT_FORMAT, 'version': CHECKPOINT_VERSION,
                 'networks': {'G_ema': record} if networks is None else networks,
-                'augment_p': None, 'training_set_kwargs': None,
-                'training_state': {'version': TRAINING_STATE_VERSION, 'options': options or {}}}, path)
+                'augment_p': None, 'training_set_kwargs': None, 'training_state': state}, path)
     return path
 
 
