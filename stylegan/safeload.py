@@ -21,7 +21,6 @@ import pickle
 import pickletools
 import zipfile
 
-import numpy as np
 import torch
 
 MAX_NESTING = 100  # release pickles nest about 33 deep (a module tree in persistence records)
@@ -36,7 +35,7 @@ BUDGET_FILE_MULTIPLE = 2
 BUDGET_SLACK_BYTES = 16 << 20
 
 # The largest constructor argument values accepted, by name, at any nesting level (mapping_kwargs,
-# synthesis_kwargs, ...). The releases' largest configurations use a tenth of these or less.
+# synthesis_kwargs, ...). The releases' largest configurations use a quarter of these or less.
 NETWORK_ARG_LIMITS = {
     'z_dim': 4096, 'w_dim': 4096, 'c_dim': 65536, 'img_resolution': 4096, 'img_channels': 16,
     'channel_base': 1 << 17, 'channel_max': 4096, 'num_layers': 64, 'num_critical': 64,
@@ -141,7 +140,7 @@ def load_torch_file(path, expected, allow_legacy_format=False):
 
 def walk_checked(value, what, visit=None):
     """Visit loaded data depth-first, at most `MAX_NESTING` deep and `MAX_NODES` values in all (shared
-    references counted each time), checking every tensor's dtype. `visit(value, walk)` is called on
+    references counted each time), checking every tensor (`check_tensor`). `visit(value, walk)` is called on
     each value that is not a container; `walk(child)` lets it walk data of its own (a release
     object's state) within the same limits."""
     nodes = 0
@@ -233,12 +232,6 @@ class AllocationBudget:
                                    f"the budget for the file '{self.path}' (a loader allocates at most "
                                    f"{BUDGET_FILE_MULTIPLE}x the file's size), so its tensors are not all stored")
         self.left -= nbytes
-
-
-def numpy_dtype_is_plain(dtype):
-    """True for the builtin bool/int/uint/float/complex dtypes numpy pickles hold in a network file."""
-    return isinstance(dtype, np.dtype) and dtype.kind in 'biufc' and not dtype.hasobject and dtype.fields is None \
-        and dtype.subdtype is None
 
 
 # --- pickle nesting, before unpickling ---------------------------------------------------------------
