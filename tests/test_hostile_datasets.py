@@ -189,6 +189,13 @@ def test_an_image_past_pillows_pixel_limit_is_refused_by_training(tmp_path, monk
         ImageDataset(str(folder))
 
 
+def test_training_names_the_majority_shape_when_the_first_image_is_the_odd_one(tmp_path):
+    folder = image_folder(tmp_path / 'src', count=1, size=8, names=['a-odd.png'])
+    image_folder(folder, size=16, names=['b.png', 'c.png', 'd.png'])
+    with pytest.raises(DatasetError, match=r"3 image\(s\) are 16x16 .* but 'a-odd.png' is 8x8"):
+        ImageDataset(str(folder))
+
+
 def test_a_first_image_of_a_minority_size_stops_the_tool(tmp_path, capsys):
     folder = image_folder(tmp_path / 'src', count=1, size=8, names=['a-odd.png'])
     image_folder(folder, size=16, names=['b.png', 'c.png', 'd.png'])

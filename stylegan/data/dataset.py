@@ -257,14 +257,18 @@ class ImageDataset(torch.utils.data.Dataset):
         return size[0], size[1], CHANNELS_OF_MODE[mode]
 
     def _read_image_shape(self):
-        first = self._image_fnames[0]
-        width, height, channels = self._read_header(first)
-        for fname in self._image_fnames[1:]:
-            other = self._read_header(fname)
-            if other != (width, height, channels):
-                raise DatasetError(f"dataset '{self.path}' mixes image shapes: '{first}' is {width}x{height} with "
-                                   f"{channels} channels but '{fname}' is {other[0]}x{other[1]} with {other[2]}; "
-                                   f"all images must have the same size and channels.")
+        first_of_shape = {}  # (width, height, channels) -> [first file, count]
+        for fname in self._image_fnames:
+            first_of_shape.setdefault(self._read_header(fname), [fname, 0])[1] += 1
+        if len(first_of_shape) > 1:
+            # Name the most common shape and the odd ones (the first file is not necessarily right).
+            (shape, (example, count)), *others = sorted(first_of_shape.items(), key=lambda item: -item[1][1])
+            odd = '; '.join(f"'{f}' is {w}x{h} with {c} channels" + (f' (and {n - 1} more like it)' if n > 1 else '')
+                            for (w, h, c), (f, n) in others[:3])
+            raise DatasetError(f"dataset '{self.path}' mixes image shapes: {count} image(s) are {shape[0]}x{shape[1]} "
+                               f"with {shape[2]} channels (e.g. '{example}'), but {odd}; all images must have the "
+                               f"same size and channels.")
+        (width, height, channels), = first_of_shape
         if width != height:
             raise DatasetError(f"images of dataset '{self.path}' are {width}x{height}; square images are required.")
         if width < 4 or width & (width - 1):
