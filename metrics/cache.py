@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from stylegan.checkpoint import atomic_torch_save
+from stylegan.files import remove_stale_temporaries
 from stylegan.safeload import NetworkFileError, load_torch_file
 
 CACHE_DIR_ENV = 'STYLEGAN_METRICS_CACHE'
@@ -106,4 +107,5 @@ def load_entry(path):
 
 def save_entry(path, entry):
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    remove_stale_temporaries(os.path.dirname(path))  # what a run killed while saving an entry left
     atomic_torch_save(entry, path)

@@ -275,3 +275,13 @@ def test_an_idx_file_past_its_size_limit_is_not_read(tmp_path, monkeypatch, caps
         f.write(header + bytes(3 * 28 * 28))  # 2.4 KB that a gzip bomb could make gigabytes
     monkeypatch.setattr(sources, 'MAX_MEMBER_BYTES', 1000)
     assert 'larger than 1000 bytes' in tool_fails(capsys, tmp_path / 'train-images-idx3-ubyte.gz', tmp_path / 'out.zip')
+
+
+def test_saving_a_metrics_cache_entry_removes_a_killed_writers_leftover(tmp_path):
+    from metrics import cache
+    gone, old = dead_pid(), time.time() - 2 * files.STALE_SECONDS
+    leftover = tmp_path / f'fid-abc.pkl.{gone}-abcd1234.tmp'
+    leftover.write_bytes(b'half an entry')
+    os.utime(leftover, (old, old))
+    cache.save_entry(str(tmp_path / 'fid-def.pkl'), {'mu': np.zeros(2)})
+    assert not leftover.exists() and sorted(os.listdir(tmp_path)) == ['fid-def.pkl']
