@@ -88,6 +88,14 @@ def test_a_fifo_or_device_among_the_images_is_refused_unopened(tmp_path, capsys,
 
 
 @posix_only
+def test_a_fifo_given_as_the_dataset_or_source_is_refused_unopened(tmp_path, capsys):
+    os.mkfifo(tmp_path / 'data.zip')
+    with pytest.raises(DatasetError, match='neither a directory nor a .zip file'):
+        ImageDataset(str(tmp_path / 'data.zip'))
+    assert 'is a FIFO, not a folder or a regular file' in tool_fails(capsys, tmp_path / 'data.zip', tmp_path / 'out.zip')
+
+
+@posix_only
 def test_open_regular_file_refuses_a_fifo_without_blocking(tmp_path):
     os.mkfifo(tmp_path / 'pipe')
     with pytest.raises(files.NotRegularFileError, match='FIFO'):

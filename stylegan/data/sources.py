@@ -21,7 +21,7 @@ import PIL.Image
 
 from stylegan.data.dataset import (LABELS_FILE, MAX_LABELS_BYTES, MAX_MEMBER_BYTES, list_folder, parse_labels_json,
                                    zip_member_problem)
-from stylegan.files import open_regular_file, read_limited
+from stylegan.files import file_kind, open_regular_file, read_limited
 from stylegan.legacy import NUMPY_GLOBALS
 from stylegan.safeload import check_pickle_nesting, walk_checked
 
@@ -55,6 +55,9 @@ def open_source(path):
     path = os.fspath(path)
     if os.path.isdir(path):
         return _folder_source(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise SourceError(f"source '{path}' is {file_kind(os.stat(path).st_mode)}, not a folder or a regular file; "
+                          f"it is not opened.")
     if not os.path.isfile(path):
         raise SourceError(f"source '{path}' does not exist; give a folder, a .zip, "
                           f"cifar-10-python.tar.gz or an MNIST-style *-images-idx3-ubyte[.gz] file.")
