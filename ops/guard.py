@@ -129,6 +129,9 @@ def check_op(op: str, device: torch.device) -> Optional[str]:
             reference = reference.detach()
             if fused.shape != reference.shape:
                 return f"case '{case.name}', {what}: shape {list(fused.shape)} instead of {list(reference.shape)}"
+            bad = int((~torch.isfinite(fused) & torch.isfinite(reference)).sum())
+            if bad:
+                return f"case '{case.name}', {what}: {bad} of {fused.numel()} values are NaN or infinite"
             scale = float(reference.abs().max()) if reference.numel() else 0.0
             scale = scale or 1.0
             tolerance = TOLERANCE[case.dtype]
