@@ -293,3 +293,20 @@ def test_saving_a_metrics_cache_entry_removes_a_killed_writers_leftover(tmp_path
     os.utime(leftover, (old, old))
     cache.save_entry(str(tmp_path / 'fid-def.pkl'), {'mu': np.zeros(2)})
     assert not leftover.exists() and sorted(os.listdir(tmp_path)) == ['fid-def.pkl']
+
+
+def _write_and_die(path):
+    files.atomic_write(path, lambda f: (f.write(b'half'), f.flush(), os._exit(9)))
+
+
+@posix_only
+def test_the_temporary_of_a_writer_killed_mid_write_is_recognised_and_removed(tmp_path):
+    import multiprocessing
+    writer = multiprocessing.get_context('fork').Process(target=_write_and_die, args=(str(tmp_path / 'snap.pt'),))
+    writer.start()
+    writer.join(60)
+    leftovers = os.listdir(tmp_path)
+    assert writer.exitcode == 9 and len(leftovers) == 1 and leftovers[0].startswith(f'snap.pt.{writer.pid}-')
+    assert files.remove_stale_temporaries(tmp_path) == []  # under an hour old: a writer elsewhere may be alive
+    assert files.remove_stale_temporaries(tmp_path, min_age=0) == [str(tmp_path / leftovers[0])]
+    assert os.listdir(tmp_path) == []
