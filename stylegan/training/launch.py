@@ -168,6 +168,8 @@ def resume_resolution(path):
 def resolve_metrics(options):
     """--metrics: None means fid50k_full when the Inception weights are on this machine, else none
     (training never downloads). Named metrics must be known and their weights present."""
+    if options.metrics is not None and not options.metrics:
+        return []  # none asked for: metrics (and torch-fidelity, absent on some GPU machines) stay unimported
     from metrics import metric_main
     from metrics.weights import MissingWeightsError, weights_path
     if options.metrics is None:
