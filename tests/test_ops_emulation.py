@@ -5,6 +5,7 @@ contract fail, and fp16/bf16 round as the device does. Uses the tiny kernels of
 tests/kernels/emu_selftest.cu, built through the same loader as the kernels (ops/build.py)."""
 import ctypes
 import pathlib
+import threading
 
 import numpy as np
 import pytest
@@ -92,6 +93,21 @@ def test_writing_outside_the_dynamic_shared_memory_is_a_launch_failure(selftest,
 def test_launches_the_device_rejects_are_rejected(selftest, block, shared, error):
     x, out = torch.zeros(4096), torch.zeros(4096)
     assert selftest.emu_launch_with_block(ptr(out), ptr(x), block[0], block[1], shared) == error
+
+
+@pytest.mark.skipif(not pathlib.Path('/proc/self/maps').exists(), reason='needs /proc (Linux)')
+def test_threads_that_launched_kernels_leave_no_fiber_stacks_behind(selftest):
+    def launch_in_a_thread():
+        thread = threading.Thread(target=reverse, args=(selftest, 2, 256, True))
+        thread.start()
+        thread.join()
+
+    launch_in_a_thread()  # warm-up: whatever the first launch maps once
+    before = len(pathlib.Path('/proc/self/maps').read_text().splitlines())
+    for _ in range(4):
+        launch_in_a_thread()
+    after = len(pathlib.Path('/proc/self/maps').read_text().splitlines())
+    assert after - before < 256  # 4 threads x 256 fiber stacks would be >= 1024 mappings
 
 
 def round_with(function, values):

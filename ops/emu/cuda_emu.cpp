@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <link.h>
+#include <pthread.h>
 #include <string>
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -68,8 +69,23 @@ uint64_t base_seed() {
     return text && *text ? std::strtoull(text, nullptr, 10) : 1;
 }
 
+// The scheduler (fiber stacks included) of a thread that exits: freed, so that short-lived
+// threads (the run-time guard's) leave no mappings behind.
+void destroy_scheduler(void* pointer) {
+    Scheduler* s = static_cast<Scheduler*>(pointer);
+    for (Fiber& f : s->fibers) munmap(f.stack - kGuardBytes, kStackBytes + kGuardBytes);
+    delete s;
+}
+
+pthread_key_t scheduler_key;
+pthread_once_t scheduler_key_once = PTHREAD_ONCE_INIT;
+
 Scheduler& scheduler() {
-    if (state.scheduler == nullptr) state.scheduler = new Scheduler();  // one per OS thread, kept
+    if (state.scheduler == nullptr) {  // one per OS thread, until it exits
+        pthread_once(&scheduler_key_once, [] { pthread_key_create(&scheduler_key, destroy_scheduler); });
+        state.scheduler = new Scheduler();
+        pthread_setspecific(scheduler_key, state.scheduler);
+    }
     return *static_cast<Scheduler*>(state.scheduler);
 }
 

@@ -4,7 +4,8 @@
 //   - the threads of a block run as fibers (own stacks) that switch only at __syncthreads and
 //     warp intrinsics, scheduled in a seeded permutation that differs from the natural order,
 //     so reading shared memory another thread writes without a barrier in between reads
-//     garbage; blocks run one after another, last block first;
+//     garbage; blocks run one after another, last block first; threads that returned count
+//     as arrived at later barriers (as on sm_70 and newer);
 //   - __shared__ arrays and dynamic shared memory are filled with 0xFF bytes (NaN for
 //     float/half/bf16, -1 for ints) at every block start;
 //   - warp intrinsics meet at a warp barrier; full-warp masks only; reading a lane that exited
