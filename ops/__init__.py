@@ -11,7 +11,8 @@ Each submodule mirrors the module of the same name in the releases' `torch_utils
   grid_sample_gradfix grid_sample with a twice-differentiable backward
   dispatch            picks the implementation behind every `impl=` argument
   build               compiles the kernels (JIT with ninja, or from setup.py); STYLEGAN_OPS=auto|cuda|ref
-  kernels             calls the compiled kernels
+  kernels             calls the compiled kernels (also the emulated build on CPU tensors)
+  guard               checks each fused op against the reference the first time it runs
 
 May import: torch, numpy, scipy and the standard library. The lowest layer: nothing of `stylegan`
 or `metrics`.

@@ -168,6 +168,8 @@ def approved(kernels, op: Optional[str], device: torch.device) -> bool:
 
 def _approve(kernels, op, device):
     key = (op, str(device), id(kernels.library))
+    if _status.get(key) == 'ok':  # every call after the first: no lock
+        return True
     with _condition:
         while _status.get(key) == 'checking':  # another thread checks it: wait for its verdict
             _condition.wait()
