@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 
-from kernel_harness import DTYPES, RTOL, assert_matches, backend, check_gradients  # noqa: F401 (fixture)
+from kernel_harness import DTYPES, assert_matches, backend, check_gradients  # noqa: F401 (fixture)
 from ops import guard
 from ops.bias_act import activation_funcs, bias_act
 from ops.filtered_lrelu import filtered_lrelu
