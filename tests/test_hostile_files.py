@@ -220,7 +220,9 @@ def hostile_files(tmp_path_factory):
 
 def test_crafted_files_are_refused_within_memory_and_time_caps(hostile_files):
     files = hostile_files
+    genuine = [DATA_DIR / 'sg3repo-sg3r-32.pkl', DATA_DIR / 'snapshot-before-layout-move.pt']  # load under the cap
     args = [str(MEMORY_CAP)] + [arg for path, loader in files.values() for arg in (loader, str(path))]
+    args += [arg for path in genuine for arg in ('network', str(path))]
     env = dict(os.environ, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1', MKL_NUM_THREADS='1')
     result = subprocess.run([sys.executable, '-c', _CAPPED_LOADER, *args], capture_output=True, text=True,
                             env=env, timeout=TIME_CAP_S * len(files) + 120, cwd=os.path.dirname(os.path.dirname(__file__)))
@@ -231,6 +233,7 @@ def test_crafted_files_are_refused_within_memory_and_time_caps(hostile_files):
         assert re.search(EXPECTED[name], message), (name, message)
         assert seconds < TIME_CAP_S, (name, seconds)
         assert '\n' not in message and 'Traceback' not in message, (name, message)
+    assert [outcomes[str(path)][0] for path in genuine] == ['loaded', 'loaded']
 
 
 # ---------------------------------------------------------------------------------------------
