@@ -44,8 +44,10 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np
         raise TypeError(f"filtered_lrelu expects x to be a torch.Tensor, got {type(x).__name__}.")
     b = dispatch.bias_under_autocast(x, b)
     if not dispatch.use_registered_op(impl, x):
+        # impl='cuda' on CPU tensors: the same composition, upsampling by transposed convolution
+        # (upfirdn2d's CPU path, 2-3x faster than zero insertion there).
         return _filtered_lrelu_ref(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain,
-                                   slope=slope, clamp=clamp, flip_filter=flip_filter)
+                                   slope=slope, clamp=clamp, flip_filter=flip_filter, impl=dispatch.resolve_impl(impl))
     up, down, padding, gain, slope, clamp = _check_arguments(x, b, up, down, padding, gain, slope, clamp)
     fu = upfirdn2d_module._filter_or_identity(fu, x.device)
     fd = upfirdn2d_module._filter_or_identity(fd, x.device)
@@ -74,12 +76,13 @@ def _check_number(value, name, accepted, is_valid):
 
 
 def _filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=np.sqrt(2), slope=0.2,
-                        clamp=None, flip_filter=False):
-    """The reference path: the composition of `bias_act` and `upfirdn2d`."""
+                        clamp=None, flip_filter=False, impl='ref'):
+    """The reference path: the composition of `bias_act` and `upfirdn2d` (the upsampling with
+    `impl`: 'cuda' lets CPU tensors take upfirdn2d's faster CPU path, with the same result)."""
     up, down, padding, gain, slope, clamp = _check_arguments(x, b, up, down, padding, gain, slope, clamp)
     x = bias_act_module.bias_act(x, b=b, impl='ref')
     # gain=up**2 undoes the 1/up^2 drop in mean caused by zero insertion.
-    x = upfirdn2d_module.upfirdn2d(x, fu, up=up, padding=padding, gain=up ** 2, flip_filter=flip_filter, impl='ref')
+    x = upfirdn2d_module.upfirdn2d(x, fu, up=up, padding=padding, gain=up ** 2, flip_filter=flip_filter, impl=impl)
     x = bias_act_module.bias_act(x, act='lrelu', alpha=slope, gain=gain, clamp=clamp, impl='ref')
     x = upfirdn2d_module.upfirdn2d(x, fd, down=down, flip_filter=flip_filter, impl='ref')
     return x
