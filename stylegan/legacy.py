@@ -29,7 +29,7 @@ import torch
 from stylegan.safeload import NetworkFileError, check_pickle_nesting, check_view, walk_checked
 
 # A release pickle's size limit: the largest releases (1024x1024 StyleGAN3 with G, D, G_ema) are
-# under 1 GB, and the whole file is read once to scan its opcodes before unpickling.
+# under 1 GB; a larger file is refused before it is read (it is read twice: scanned, then unpickled).
 MAX_RELEASE_PICKLE_BYTES = 4 << 30
 
 
@@ -179,11 +179,13 @@ def _storage_from_bytes(data):
         raise pickle.UnpicklingError('an embedded storage has no valid storage record')
     dtype, numel = pid[1], pid[4]
     count = int.from_bytes(stream.read(8), 'little', signed=True)
-    raw = stream.read(numel * dtype.itemsize)
-    if count != numel or len(raw) != numel * dtype.itemsize:
+    start = stream.tell()
+    stored = (len(data) - start) // dtype.itemsize
+    if count != numel or stored < numel:
         raise NetworkFileError(f"an embedded storage claims {numel} elements of {dtype} but holds "
-                               f"{max(len(raw), 0) // dtype.itemsize}; the file is truncated or crafted")
-    flat = torch.frombuffer(bytearray(raw), dtype=dtype) if numel else torch.empty([0], dtype=dtype)
+                               f"{stored}; the file is truncated or crafted")
+    raw = bytearray(memoryview(data)[start:start + numel * dtype.itemsize])  # the storage's own copy
+    flat = torch.frombuffer(raw, dtype=dtype) if numel else torch.empty([0], dtype=dtype)
     return LoadedStorage(flat)
 
 
@@ -325,10 +327,10 @@ def read_release_pickle(path):
         if size > MAX_RELEASE_PICKLE_BYTES:
             raise NetworkFileError(f"it is {size} bytes, more than the {MAX_RELEASE_PICKLE_BYTES} bytes of the "
                                    f"largest release pickle this loader reads")
-        with open(path, 'rb') as file:
-            data = file.read()  # (read(n) would reserve n bytes up front)
-        check_pickle_nesting(data, 'the pickle')
-        data = _ReleaseUnpickler(io.BytesIO(data)).load()
+        with open(path, 'rb') as file:  # read twice rather than held in memory whole
+            check_pickle_nesting(file, 'the pickle')
+            file.seek(0)
+            data = _ReleaseUnpickler(file).load()
         walk_checked(data, 'the pickle', _walk_release_object)
     except NetworkFileError as error:
         raise NetworkFileError(f"'{path}': {error}") from None
