@@ -23,7 +23,7 @@ import torch
 from stylegan import networks
 from stylegan.files import atomic_write
 from stylegan.legacy import NetworkFileError, ReleaseObject, is_tf_pickle, read_release_pickle
-from stylegan.legacy_tf import tf_network_records
+from stylegan.tf_pickles import tf_network_records
 from stylegan.safeload import AllocationBudget, check_network_args, load_torch_file, shapes_without_storage
 from stylegan.networks import stylegan2
 

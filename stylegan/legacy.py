@@ -75,7 +75,7 @@ class TFNetwork:
     """What a `dnnlib.tflib.network.Network` of a TensorFlow-era pickle (StyleGAN, StyleGAN2) becomes:
     its pickled state (version, name, static_kwargs, components, build_module_src, build_func_name,
     variables) as data. The original's `__setstate__` execs `build_module_src`; this one never reads
-    it. `stylegan.legacy_tf` converts the variables."""
+    it. `stylegan.tf_pickles` converts the variables."""
 
     def __setstate__(self, state):
         if not isinstance(state, dict):
@@ -340,7 +340,7 @@ def read_release_pickle(path):
             f"'{path}' is truncated or not a network pickle ({type(error).__name__}: {error}); expected a "
             f"StyleGAN2-ADA/StyleGAN3 release pickle or a checkpoint written by this project") from None
     if is_tf_pickle(data):
-        return data  # a TensorFlow-era (G, D, Gs) or Gs, for stylegan.legacy_tf
+        return data  # a TensorFlow-era (G, D, Gs) or Gs, for stylegan.tf_pickles
     if not isinstance(data, dict) or not any(isinstance(data.get(k), ReleaseObject) for k in ('G', 'D', 'G_ema')):
         kind = f"a dict with keys {sorted(map(str, data))[:10]}" if isinstance(data, dict) else f"a {type(data).__name__}"
         raise NetworkFileError(

@@ -23,8 +23,8 @@ OLD_SNAPSHOT = REPO / 'tests' / 'data' / 'snapshot-before-layout-move.pt'
 LAYERS = [
     ('ops',),
     ('stylegan.networks',),
-    ('stylegan', 'stylegan.legacy', 'stylegan.checkpoint', 'stylegan.files', 'stylegan.durations',
-     'stylegan.safeload'),
+    ('stylegan', 'stylegan.safeload', 'stylegan.legacy', 'stylegan.tf_pickles', 'stylegan.checkpoint',
+     'stylegan.files', 'stylegan.durations'),
     ('stylegan.data',),
     ('metrics',),
     ('stylegan.training',),
