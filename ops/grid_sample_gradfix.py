@@ -28,6 +28,11 @@ def grid_sample(input, grid):  # noqa: A002 (the release's argument name)
         raise ValueError(f"grid_sample expects input of shape [N, C, H, W], got {getattr(input, 'shape', type(input).__name__)}.")
     if not (isinstance(grid, torch.Tensor) and grid.ndim == 4 and grid.shape[-1] == 2 and grid.shape[0] == input.shape[0]):
         raise ValueError(f"grid_sample expects grid of shape [{input.shape[0]}, Ho, Wo, 2], got {getattr(grid, 'shape', type(grid).__name__)}.")
+    if torch.is_autocast_enabled(input.device.type):
+        # Autocast runs grid_sampler in float32. Cast here, outside the Function, so that the
+        # tensors saved for backward have the dtypes the forward used (a bfloat16 image under
+        # autocast would otherwise meet a float32 gradient in grid_sampler_2d_backward).
+        input, grid = input.float(), grid.float()
     return _GridSample2dForward.apply(input, grid)
 
 

@@ -64,6 +64,24 @@ def test_r1_style_penalty_through_grid_sample_is_differentiable():
     torch.testing.assert_close(penalty_grad, expected)
 
 
+def test_bfloat16_image_under_autocast_trains_through_grid_sample():
+    """The generator's bf16 image, warped by ADA under autocast, backpropagates (first and second
+    order) and gives the float32 gradients, as grid_sampler runs in float32 under autocast."""
+    image, grid = make_inputs(torch.float32)
+    image = image.bfloat16().requires_grad_(True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        warped = grid_sample(image, grid)
+    assert warped.dtype == torch.float32
+    grad, = torch.autograd.grad((warped ** 3).sum(), image, create_graph=True)
+    penalty_grad, = torch.autograd.grad(grad.float().square().sum(), image)
+    assert grad.dtype == penalty_grad.dtype == torch.bfloat16
+    exact = image.detach().float().requires_grad_(True)
+    exact_grad, = torch.autograd.grad((reference(exact, grid) ** 3).sum(), exact, create_graph=True)
+    exact_penalty, = torch.autograd.grad(exact_grad.square().sum(), exact)
+    torch.testing.assert_close(grad.float(), exact_grad, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(penalty_grad.float(), exact_penalty, rtol=2e-2, atol=2e-2)
+
+
 def test_second_order_gradients_through_the_grid_raise_a_clear_error():
     image, grid = make_inputs()
     image.requires_grad_(True)
