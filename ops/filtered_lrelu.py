@@ -83,9 +83,37 @@ def _filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, ga
     x = bias_act_module.bias_act(x, b=b, impl='ref')
     # gain=up**2 undoes the 1/up^2 drop in mean caused by zero insertion.
     x = upfirdn2d_module.upfirdn2d(x, fu, up=up, padding=padding, gain=up ** 2, flip_filter=flip_filter, impl=impl)
-    x = bias_act_module.bias_act(x, act='lrelu', alpha=slope, gain=gain, clamp=clamp, impl='ref')
+    if impl == 'cuda' and x.dtype in (torch.float32, torch.float64):
+        x = _LeakyReluGainClamp.apply(x, slope, gain, -1.0 if clamp is None else clamp)
+    else:
+        x = bias_act_module.bias_act(x, act='lrelu', alpha=slope, gain=gain, clamp=clamp, impl='ref')
     x = upfirdn2d_module.upfirdn2d(x, fd, down=down, flip_filter=flip_filter, impl='ref')
     return x
+
+
+class _LeakyReluGainClamp(torch.autograd.Function):
+    """clamp(lrelu(v) * gain) for the CPU path: the reference's values, but the backward is one
+    multiply by the saved derivative {0, gain, gain * slope} instead of autograd's chain through
+    leaky_relu, mul and clamp (six passes over the upsampled tensor). Piecewise linear, so the
+    derivative is constant and the backward (dy * derivative) is differentiable again."""
+
+    @staticmethod
+    def forward(ctx, v, slope, gain, clamp):
+        positive = v > 0
+        y = F.leaky_relu(v, slope)
+        if gain != 1:
+            y = y * gain
+        derivative = torch.where(positive, v.new_tensor(gain), v.new_tensor(gain * slope))  # in v's dtype
+        if clamp >= 0:
+            derivative = derivative.masked_fill_(y.abs() > clamp, 0)  # torch.clamp passes |y| <= clamp
+            y = y.clamp_(-clamp, clamp)
+        ctx.save_for_backward(derivative)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        derivative, = ctx.saved_tensors
+        return dy * derivative, None, None, None
 
 
 def _check_arguments(x, b, up, down, padding, gain, slope, clamp):

@@ -41,3 +41,21 @@ def test_filtered_lrelu_on_the_cpu_takes_the_transposed_path_and_equals_the_refe
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
     for grad, grad_ref in zip(torch.autograd.grad(y.sum(), [x, b]), torch.autograd.grad(y_ref.sum(), [x, b])):
         torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-4)
+
+
+def test_filtered_lrelu_cpu_path_clamps_and_differentiates_twice_as_the_reference():
+    g = torch.Generator().manual_seed(1)
+    f = setup_filter(torch.rand([6], generator=g) + 0.1, separable=True)
+    x = torch.randn([2, 3, 8, 8], generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn([3], generator=g, dtype=torch.float64, requires_grad=True)
+    outs = []
+    for impl in ('cuda', 'ref'):
+        y = filtered_lrelu(x, f, f, b, up=2, down=2, padding=3, gain=1.7, slope=0.3, clamp=0.4, impl=impl)
+        dx, db = torch.autograd.grad((y * torch.arange(y.numel(), dtype=y.dtype).reshape(y.shape)).sum(), [x, b],
+                                     create_graph=True)
+        outs.append([y, dx, db, *torch.autograd.grad((dx.sin().sum() + db.sum()), [x, b], allow_unused=True)])
+    for actual, expected in zip(*outs):
+        if expected is None:
+            assert actual is None or not actual.abs().max() > 0
+        else:
+            torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
