@@ -15,9 +15,11 @@ class, noise mode, transform); with --watermark the pixels also carry the invisi
 import argparse
 import dataclasses
 import hashlib
+import io
 import os
 import re
 import sys
+import zipfile
 from typing import Optional
 
 import numpy as np
@@ -265,13 +267,18 @@ def write_grid(G, options, network):
     return [path]
 
 
+# A projected_w.npz holds [N, num_ws, w_dim] float32: 256 MiB is ~3,600 ws of a 1024x1024 StyleGAN2.
+MAX_PROJECTED_W_BYTES = 256 << 20
+
+
 def load_projected_ws(path, G, device):
     """float32 [N, num_ws, w_dim] from a projector's `projected_w.npz` (key `w`, the releases' layout)."""
     if not os.path.isfile(path):
         raise GenerateError(f"--projected-w '{path}' does not exist or is not a file.")
     try:
-        with np.load(path) as npz:
-            ws = npz['w'] if 'w' in npz.files else None
+        ws = read_npz_array(path, 'w', MAX_PROJECTED_W_BYTES)
+    except GenerateError:
+        raise
     except Exception as error:  # not an npz, damaged
         raise GenerateError(f"--projected-w '{path}' cannot be read as an .npz file ({type(error).__name__}); "
                             f"give the projected_w.npz that the projector wrote.") from None
@@ -280,6 +287,30 @@ def load_projected_ws(path, G, device):
         raise GenerateError(f"--projected-w '{path}' holds {found}; this network needs w of shape "
                             f"[N, {G.num_ws}, {G.w_dim}] (num_ws, w_dim): project with the same network.")
     return torch.from_numpy(ws.astype(np.float32)).to(device)
+
+
+def read_npz_array(path, key, limit):
+    """The float array `key` of an .npz, or None. Bounded where np.load is not: the member's declared
+    size (zipfile never inflates past it) and the npy header's shape against the bytes present are
+    checked before anything is allocated; np.load would allocate whatever shape the header claims."""
+    with zipfile.ZipFile(path) as archive:
+        if key + '.npy' not in archive.namelist():
+            return None
+        info = archive.getinfo(key + '.npy')
+        if info.file_size > limit:
+            raise GenerateError(f"--projected-w '{path}' declares {info.file_size} bytes for '{key}', more than the "
+                                f"{limit >> 20} MiB a projected_w.npz may hold.")
+        data = archive.read(info)
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(stream)
+    count = int(np.prod(shape, dtype=object))
+    if dtype.kind != 'f' or count * dtype.itemsize != len(data) - stream.tell():
+        raise GenerateError(f"--projected-w '{path}' holds '{key}' as {dtype} of shape {list(shape)} in "
+                            f"{len(data) - stream.tell()} bytes; a projected_w.npz holds exactly that many floats.")
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=stream.tell())
+    return array.reshape(shape, order='F' if fortran_order else 'C')
 
 
 def write_projected_images(G, options, network, ws):

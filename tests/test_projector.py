@@ -3,9 +3,11 @@ image, the release's files read back by generate.py --projected-w, and one-sente
 
 Small networks (a 32x32 StyleGAN2 built here, the 32x32 release pickles of tests/data) and randomly
 initialised VGG16/LPIPS weight files of the published layout, so nothing is downloaded."""
+import io
 import os
 import shutil
 import stat
+import zipfile
 
 import numpy as np
 import PIL.Image
@@ -246,11 +248,20 @@ def test_missing_vgg16_weights_name_the_file_and_the_folder(tmp_path, capsys, mo
     ([], 'exactly one of --seeds and --projected-w'),
     (['--projected-w', 'missing.npz'], 'does not exist'),
     (['--projected-w', 'WRONG_SHAPE'], 'needs w of shape [N, 8, 64]'),
+    (['--projected-w', 'HUGE_HEADER'], 'a projected_w.npz holds exactly that many floats'),
+    (['--projected-w', 'NOT_NPZ'], 'cannot be read as an .npz file'),
 ])
 def test_generate_refuses_a_bad_projected_w_with_one_sentence(arguments, message, tmp_path, capsys):
-    wrong_shape = tmp_path / 'wrong.npz'
-    np.savez(wrong_shape, w=np.zeros([1, 5, 64], np.float32))  # another network's num_ws
-    arguments = [str(wrong_shape) if a == 'WRONG_SHAPE' else str(tmp_path / a) if a.endswith('.npz') else a
+    crafted = {'WRONG_SHAPE': tmp_path / 'wrong.npz', 'HUGE_HEADER': tmp_path / 'huge.npz',
+               'NOT_NPZ': tmp_path / 'plain.npy'}
+    np.savez(crafted['WRONG_SHAPE'], w=np.zeros([1, 5, 64], np.float32))  # another network's num_ws
+    np.save(crafted['NOT_NPZ'], np.zeros([1, 8, 64], np.float32))
+    # A w.npy whose header claims 20 TB over 2 KB of data: np.load would try to allocate it.
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy, {'descr': '<f4', 'fortran_order': False, 'shape': (10**10, 8, 64)})
+    with zipfile.ZipFile(crafted['HUGE_HEADER'], 'w') as archive:
+        archive.writestr('w.npy', npy.getvalue() + bytes(2048))
+    arguments = [str(crafted[a]) if a in crafted else str(tmp_path / a) if a.endswith('.npz') else a
                  for a in arguments]
     out = tmp_path / 'out'
     assert generate.main(['--network', RELEASE_SG2, *arguments, '--outdir', str(out)]) == 1
