@@ -63,7 +63,7 @@ def bench_preset(preset, data, args):
     """(sec/kimg, peak memory GB, batch_gpu) of one preset."""
     options = TrainOptions(outdir=os.path.join(data, 'runs'), cfg=preset, data=data, device=args.device,
                            batch=args.batch, gamma=1, batch_gpu=args.batch_gpu, mbstd_group=args.mbstd_group,
-                           workers=0, metrics=[], precision=args.precision)
+                           workers=0, metrics=[], precision=args.precision, cbase=args.cbase, cmax=args.cmax)
     config, _options = launch.prepare_training(options)
     config = dataclasses.replace(config, augpipe=None if args.noaug else config.augpipe)
     run = build_run(config, rank=0, local_rank=0, options={})
@@ -93,6 +93,8 @@ def main():
     parser.add_argument('--batch', type=int, default=4)
     parser.add_argument('--batch-gpu', type=int, default=None)
     parser.add_argument('--mbstd-group', type=int, default=None)
+    parser.add_argument('--cbase', type=int, default=None, help="channel base (default: the preset's)")
+    parser.add_argument('--cmax', type=int, default=None, help="channel maximum (default: the preset's)")
     parser.add_argument('--precision', default=None, choices=['fp16', 'bf16', 'fp32'])
     parser.add_argument('--steps', type=int, default=8, help='timed steps (a multiple of 16 times every lazy-reg phase)')
     parser.add_argument('--warmup', type=int, default=2)
