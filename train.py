@@ -13,11 +13,11 @@ import argparse
 import dataclasses
 import sys
 
-from stylegan.training import launch
 from stylegan.data.dataset import DatasetError
-from stylegan.training.distributed import RankFailure, one_line_error
 from stylegan.legacy import NetworkFileError
+from stylegan.training import launch
 from stylegan.training.config import CONFIG_NAMES, OptionError
+from stylegan.training.distributed import RankFailure, one_line_error
 from stylegan.training.step import NonFiniteTrainingError
 
 

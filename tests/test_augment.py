@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import DATA_DIR
-from stylegan.training.augment import AUGPIPE_PRESETS, AdaptiveAugment, AugmentPipe
 from stylegan.legacy import read_release_pickle
+from stylegan.training.augment import AUGPIPE_PRESETS, AdaptiveAugment, AugmentPipe
 
 ALL_AUGMENTATIONS = AUGPIPE_PRESETS['bgcfnc']
 GEOMETRIC = ['xflip', 'rotate90', 'xint', 'scale', 'rotate', 'aniso', 'xfrac']

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stylegan.networks.stylegan2 import Discriminator, Generator
 from stylegan.training.augment import AUGPIPE_PRESETS, AugmentPipe
 from stylegan.training.loss import (PHASES, StyleGAN2Loss, blur_sigma_at, gaussian_blur, lazy_regularization_correction,
                            path_lengths)
-from stylegan.networks.stylegan2 import Discriminator, Generator
 
 BATCH = 4
 

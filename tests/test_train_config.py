@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from stylegan.training.launch import next_run_id, options_from
 from stylegan.training.config import (PRESETS, DatasetInfo, OptionError, TrainOptions, check_options,
                                    resolve_config, run_description)
+from stylegan.training.launch import next_run_id, options_from
 from stylegan.training.step import build_phases, ema_beta
 
 FFHQ256 = DatasetInfo(name='ffhq-256x256', resolution=256, num_channels=3, label_dim=0, size=70000)

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from stylegan.training import distributed, launch
 from stylegan.checkpoint import build_network
 from stylegan.networks import stylegan2
-from stylegan.training.snapshot import find_latest_snapshot, save_training_snapshot
+from stylegan.training import distributed, launch
 from stylegan.training.config import TrainOptions
+from stylegan.training.snapshot import find_latest_snapshot, save_training_snapshot
 from test_train_helpers import assert_nested_close, load_snapshot, make_image_folder
 
 pytestmark = pytest.mark.filterwarnings('ignore::UserWarning')

@@ -10,9 +10,9 @@ import torch
 
 from stylegan import load_network
 from stylegan.training import launch
-from stylegan.training.snapshot import save_training_snapshot
 from stylegan.training.config import PRESETS, TrainOptions
 from stylegan.training.loop import build_run, real_batches, training_step
+from stylegan.training.snapshot import save_training_snapshot
 from stylegan.training.step import NonFiniteCounter, NonFiniteTrainingError, Phase, step_phase
 from test_train_helpers import assert_nested_close, load_snapshot, make_image_folder
 

@@ -19,12 +19,12 @@ import typing
 import numpy as np
 import torch
 
-from stylegan.training import distributed
-from stylegan.training import snapshot as snapshots
 from stylegan.checkpoint import load_network
 from stylegan.data.dataset import ImageDataset
 from stylegan.files import remove_stale_temporaries
 from stylegan.legacy import NetworkFileError
+from stylegan.training import distributed
+from stylegan.training import snapshot as snapshots
 from stylegan.training.config import (RESUME_LATEST, DatasetInfo, OptionError, TrainOptions, check_options,
                                    resolve_config, run_description)
 

@@ -5,7 +5,7 @@ ticks (status line, image grids, snapshots, metrics).
 snapshots and resume follow the releases (a tick every `kimg_per_tick`, tick 0 after the first
 minibatch, a snapshot every `network_snapshot_ticks` and at the end), plus what an exact resume needs:
 latents come from a generator shared by all ranks, the sampler continues where it stopped, and the
-snapshot holds every RNG state (see `stylegan/snapshot.py`).
+snapshot holds every RNG state (see `snapshot.py`).
 """
 import itertools
 import math
@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from stylegan.checkpoint import load_network, load_state_strictly
+from stylegan.data.dataset import ImageDataset, InfiniteSampler
+from stylegan.networks import stylegan2, stylegan3
 from stylegan.training import distributed
 from stylegan.training import snapshot as snapshots
 from stylegan.training.augment import AUGPIPE_PRESETS, AdaptiveAugment, AugmentPipe
-from stylegan.checkpoint import load_network, load_state_strictly
-from stylegan.data.dataset import ImageDataset, InfiniteSampler
 from stylegan.training.loss import StyleGAN2Loss
 from stylegan.training.monitor import RunMonitor, StatsCollector, setup_snapshot_image_grid
-from stylegan.networks import stylegan2, stylegan3
 from stylegan.training.step import (NonFiniteCounter, NonFiniteTrainingError, StepBatch, build_phases,
                                     draw_latents, ema_beta, optimizers_of, training_iteration, update_ema)
 

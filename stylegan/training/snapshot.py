@@ -5,7 +5,7 @@ A snapshot `network-snapshot-<kimg:06d>.pt` is the checkpoint that `stylegan.sav
 
     'training_state': {
         'version': 1,
-        'cur_nimg': int, 'cur_tick': int, 'batch_idx': int,
+        'loop': {'cur_nimg': int, 'cur_tick': int, 'batch_idx': int, 'data_position': int},
         'G_opt': Adam state_dict, 'D_opt': Adam state_dict,
         'ada': AdaptiveAugment state_dict or None, 'loss': loss state (path-length mean) or {},
         'nonfinite': {...} counters of skipped steps,
